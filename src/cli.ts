@@ -1,0 +1,144 @@
+import { Command, InvalidArgumentError, Option } from "commander";
+import fs from "node:fs";
+import path from "node:path";
+import { initCerts, issueCert, loadCerts, ROLES, type Role } from "./certs/index.js";
+import { DfsError, toDfsError } from "./protocol/errors.js";
+import { logger, setLogLevel, setLogSink, type LogLevel } from "./log.js";
+import { parseRoles, startNode, type ServerRole } from "./host.js";
+import { runClient } from "./roles/client.js";
+import { runLocal } from "./local.js";
+import { VERSION } from "./version.js";
+
+const int = (what: string, min = 0) => (v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`${what} must be a whole number${min > 0 ? ` >= ${min}` : ""}`);
+  return n;
+};
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+
+function fail(err: unknown): never {
+  process.stderr.write(`dfs: ${toDfsError(err).message}\n`);
+  process.exit(1);
+}
+
+/** Closes everything on Ctrl-C or a service manager's TERM, then exits. */
+function onSignals(close: () => Promise<void>): void {
+  let stopping = false;
+  const stop = () => {
+    if (stopping) process.exit(1);
+    stopping = true;
+    close().then(() => process.exit(0), () => process.exit(1));
+  };
+  process.on("SIGINT", stop);
+  process.on("SIGTERM", stop);
+}
+
+export function buildProgram(): Command {
+  const program = new Command("dfs")
+    .description("dfs: a small distributed file system in one program.\nRun servers with --role, work with files with --role client.")
+    .version(VERSION, "-V, --version")
+    .enablePositionalOptions()
+    .passThroughOptions()
+    .addOption(new Option("--role <roles>", "directory, lock, storage (comma list) or client"))
+    .option("--port <port>", "port to listen on (0 = any free port; default 9000 directory, 9001 lock, 9003 storage)", int("--port"))
+    .option("--host <host>", "address to listen on and to advertise", "127.0.0.1")
+    .option("--data <dir>", "folder for this node's data", "./data")
+    .addOption(new Option("--certs <dir>", "folder with ca.crt and NAME.crt/NAME.key").env("DFS_CERTS").default("./certs"))
+    .option("--name <name>", "certificate name to use (default: the first role)")
+    .addOption(new Option("--directory <url>", "directory address").env("DFS_DIRECTORY").default("wss://localhost:9000"))
+    .option("--replicas <n>", "copies of every chunk (directory)", int("--replicas", 1), 2)
+    .option("--min-replicas <n>", "copies needed to commit (directory; default = replicas)", int("--min-replicas", 1))
+    .option("--dead-after <seconds>", "a node silent this long is dead (directory)", int("--dead-after", 1), 30)
+    .option("--chunk-size <bytes>", "chunk size for new files (directory)", int("--chunk-size", 1024), 4 * 1024 * 1024)
+    .option("--capacity <bytes>", "most bytes this storage node keeps", int("--capacity", 1))
+    .option("--zone <name>", "failure zone of this storage node", "")
+    .option("--cache <dir>", "client cache folder (default ~/.cache/dfs)")
+    .option("--cache-size <bytes>", "client cache bound", int("--cache-size", 0))
+    .addOption(new Option("--log-level <level>", "debug, info, warn, error or silent").choices(["debug", "info", "warn", "error", "silent"]))
+    .argument("[command...]", "client command (with --role client); none = interactive")
+    .addHelpText("after", `
+Examples:
+  dfs certs init --host box1 --host box2         make a cluster CA and certificates
+  dfs --role directory,lock                       directory and lock service on :9000
+  dfs --role storage --port 9003 --data /srv/dfs  a storage node
+  dfs --role client write /docs/a.txt a.txt       store a file
+  dfs --role client                               interactive client (type help)
+  dfs local                                       a whole cluster in one process, with the client`)
+    .action(async (command: string[], o) => {
+      if (!o.role) {
+        if (command.length > 0) fail(new DfsError("BAD_REQUEST", `unknown command ${JSON.stringify(command[0])}; \`dfs --help\` lists what dfs does`));
+        program.help();
+      }
+      const roles = parseRoles(o.role);
+      if (o.logLevel) setLogLevel(o.logLevel as LogLevel);
+      if (roles[0] === "client") {
+        if (!o.logLevel) setLogLevel("warn");
+        const tls = loadCerts(o.certs, o.name ?? "client");
+        const code = await runClient({
+          directoryUrl: o.directory, tls, cacheDir: o.cache, cacheBytes: o.cacheSize, log: logger("client"), command,
+          io: { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, cwd: process.cwd(), interactive: false },
+        });
+        process.exit(code);
+      }
+      if (command.length > 0) fail(new DfsError("BAD_REQUEST", `server roles take no command (got ${JSON.stringify(command[0])})`));
+      const serverRoles = roles as ServerRole[];
+      const tls = loadCerts(o.certs, o.name ?? serverRoles[0]!);
+      const node = await startNode({
+        roles: serverRoles, host: o.host, port: o.port, dataDir: o.data, tls, directoryUrl: o.directory,
+        replicas: o.replicas, minReplicas: o.minReplicas ?? o.replicas, deadAfterMs: o.deadAfter * 1000,
+        chunkSize: o.chunkSize, capacity: o.capacity, zone: o.zone,
+      });
+      process.stdout.write(`listening on ${node.url}\n`);
+      onSignals(() => node.close());
+    });
+
+  const certs = program.command("certs").description("make the cluster CA and node certificates");
+  certs
+    .command("init")
+    .description("write ca.crt, ca.key and a certificate per role (directory, lock, storage, client)")
+    .option("--dir <dir>", "folder to write into", "certs")
+    .option("--host <host>", "extra host name or IP the certificates are valid for (repeatable)", collect, [])
+    .option("--force", "replace an existing CA (every node then needs new certificates)")
+    .action(async (o) => {
+      const files = await initCerts({ dir: o.dir, hosts: o.host, force: o.force });
+      process.stdout.write(`wrote ${files.length} files to ${o.dir}: ${files.join(", ")}\n`);
+    });
+  certs
+    .command("issue")
+    .description("issue one more certificate from the CA in --dir")
+    .requiredOption("--role <role>", `role the certificate grants: ${ROLES.join(", ")}`)
+    .requiredOption("--name <name>", "certificate name (files NAME.crt, NAME.key)")
+    .option("--dir <dir>", "folder holding ca.crt and ca.key", "certs")
+    .option("--host <host>", "host name or IP the certificate is valid for (repeatable)", collect, [])
+    .option("--force", "replace an existing certificate of that name")
+    .action(async (o) => {
+      if (!(ROLES as readonly string[]).includes(o.role)) fail(new DfsError("BAD_REQUEST", `unknown role ${JSON.stringify(o.role)}; roles are ${ROLES.join(", ")}`));
+      const files = await issueCert({ dir: o.dir, role: o.role as Role, name: o.name, hosts: o.host, force: o.force });
+      process.stdout.write(`wrote ${files.join(", ")} to ${o.dir}\n`);
+    });
+
+  program
+    .command("local")
+    .description("a whole cluster in one process (directory, lock, N storage nodes on free ports) and the client REPL")
+    .option("--storage <n>", "storage nodes", int("--storage", 1), 3)
+    .option("--data <dir>", "folder for all of the cluster's data and certificates", "./data/local")
+    .option("--replicas <n>", "copies of every chunk", int("--replicas", 1), 2)
+    .argument("[command...]", "run one client command instead of the REPL")
+    .action(async (command: string[], o) => {
+      fs.mkdirSync(o.data, { recursive: true });
+      const logFile = fs.openSync(path.join(o.data, "dfs.log"), "a");
+      // The REPL owns the terminal; the cluster's log lines go to a file beside its data.
+      setLogSink((line) => fs.writeSync(logFile, line + "\n"));
+      const code = await runLocal({ storage: o.storage, dataDir: o.data, replicas: o.replicas, command });
+      process.exit(code);
+    });
+  return program;
+}
+
+export async function main(argv: string[]): Promise<void> {
+  try {
+    await buildProgram().parseAsync(argv);
+  } catch (err) {
+    fail(err);
+  }
+}

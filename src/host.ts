@@ -1,0 +1,130 @@
+import os from "node:os";
+import { DfsError } from "./protocol/errors.js";
+import { Router } from "./transport/actor.js";
+import { Link } from "./transport/link.js";
+import { Pool } from "./transport/pool.js";
+import { listen, type Server } from "./transport/server.js";
+import type { TlsMaterial } from "./transport/tls.js";
+import { logger, type Logger } from "./log.js";
+import { createDirectory } from "./roles/directory.js";
+import { createLock } from "./roles/lock.js";
+import { createStorage } from "./roles/storage.js";
+
+export const SERVER_ROLES = ["directory", "lock", "storage"] as const;
+export type ServerRole = (typeof SERVER_ROLES)[number];
+export const DEFAULT_PORTS: Record<ServerRole, number> = { directory: 9000, lock: 9001, storage: 9003 };
+
+export interface NodeOptions {
+  roles: ServerRole[];
+  host: string;
+  port?: number;
+  dataDir: string;
+  tls: TlsMaterial;
+  directoryUrl: string;
+  replicas: number;
+  minReplicas: number;
+  deadAfterMs: number;
+  chunkSize: number;
+  capacity?: number;
+  zone: string;
+  /** Tag for log lines, to tell nodes of one process apart. */
+  label?: string;
+}
+
+export interface RunningNode {
+  readonly url: string;
+  readonly server: Server;
+  /** Node id of the storage role, when this node has one. */
+  readonly storageId?: string;
+  close(): Promise<void>;
+}
+
+/** Parses `--role a,b`; unknown names get a sentence listing the valid ones. */
+export function parseRoles(text: string): string[] {
+  const roles = text.split(",").map((r) => r.trim()).filter(Boolean);
+  if (roles.length === 0) throw new DfsError("BAD_REQUEST", "--role needs a role: directory, lock, storage or client");
+  for (const r of roles) {
+    if (!["directory", "lock", "storage", "client"].includes(r)) {
+      throw new DfsError("BAD_REQUEST", `unknown role ${JSON.stringify(r)}; roles are directory, lock, storage, client`);
+    }
+  }
+  if (roles.includes("client") && roles.length > 1) throw new DfsError("BAD_REQUEST", "the client role runs alone; start servers and the client separately");
+  return [...new Set(roles)];
+}
+
+/** The address others use for a server bound to `host` (a wildcard address advertises the machine's name). */
+function advertised(host: string, port: number): string {
+  const name = host === "0.0.0.0" || host === "::" ? os.hostname() : host;
+  return `wss://${name.includes(":") ? `[${name}]` : name}:${port}`;
+}
+
+/** Starts the server roles of one node on one port: each role's actor behind one router. */
+export async function startNode(opts: NodeOptions): Promise<RunningNode> {
+  const log: Logger = logger("node", opts.label ?? "");
+  const router = new Router();
+  const port = opts.port ?? DEFAULT_PORTS[opts.roles[0]!];
+  const server = await listen({ host: opts.host, port, tls: opts.tls, router, log: log.child("transport") });
+  const url = advertised(opts.host, server.port);
+  const closers: (() => Promise<void>)[] = [];
+  const directoryUrl = opts.roles.includes("directory") ? url : opts.directoryUrl;
+  let storageId: string | undefined;
+  try {
+    if (opts.roles.includes("directory")) {
+      const d = await createDirectory({ log: logger("directory", opts.label ?? "") }, {
+        dataDir: opts.dataDir, url, replicas: opts.replicas, minReplicas: opts.minReplicas,
+        deadAfterMs: opts.deadAfterMs, chunkSize: opts.chunkSize,
+      });
+      router.add(d.actor);
+      closers.push(() => d.close());
+    }
+    const linkInit = { url: directoryUrl, tls: opts.tls, router, expectRoles: ["directory"], what: "directory" } as const;
+    if (opts.roles.includes("lock")) {
+      const lockLog = logger("lock", opts.label ?? "");
+      const l = await createLock({ log: lockLog }, { dataDir: opts.dataDir, url });
+      router.add(l.actor);
+      const link = new Link({ ...linkInit, log: lockLog.child("link"), onConnect: (p) => l.register(p) }).start();
+      closers.push(() => link.close(), () => l.close());
+      warnWhileDown(link, lockLog, directoryUrl);
+    }
+    if (opts.roles.includes("storage")) {
+      const storeLog = logger("storage", opts.label ?? "");
+      const pool = new Pool({ tls: opts.tls, log: storeLog.child("pool"), router, expectRoles: ["storage", "directory"], what: "storage node" });
+      let register: ((p: import("./transport/actor.js").Peer) => Promise<void>) | undefined;
+      const link = new Link({ ...linkInit, log: storeLog.child("link"), onConnect: (p) => register!(p) });
+      const s = await createStorage({ log: storeLog, directory: link, peers: pool }, {
+        dataDir: opts.dataDir, url, zone: opts.zone, capacity: opts.capacity,
+      });
+      storageId = s.nodeId;
+      register = (p) => s.register(p);
+      router.add(s.actor);
+      link.start();
+      closers.push(() => link.close(), () => pool.close(), () => s.close());
+      warnWhileDown(link, storeLog, directoryUrl);
+    }
+  } catch (err) {
+    await server.close();
+    for (const c of closers.reverse()) await c().catch(() => {});
+    throw err;
+  }
+  let closing: Promise<void> | undefined;
+  return {
+    url,
+    server,
+    storageId,
+    close() {
+      closing ??= (async () => {
+        await server.close();
+        for (const c of closers.reverse()) await c().catch((err) => log.error("close failed", { err }));
+      })();
+      return closing;
+    },
+  };
+}
+
+/** Says once, clearly, when the directory cannot be reached, instead of a line per retry. */
+function warnWhileDown(link: Link, log: Logger, url: string): void {
+  setTimeout(() => {
+    if (!link.up && link.lastError) log.warn("directory unreachable, retrying", { url, cause: link.lastError.message });
+  }, 3000).unref();
+}
+

@@ -1,0 +1,70 @@
+import { existsSync } from "node:fs";
+import path from "node:path";
+import { initCerts, loadCerts } from "./certs/index.js";
+import { startNode, type RunningNode } from "./host.js";
+import { logger } from "./log.js";
+import { DfsError } from "./protocol/errors.js";
+import { runClient, type DfsClient } from "./roles/client.js";
+
+export interface LocalInit {
+  storage: number;
+  dataDir: string;
+  replicas: number;
+  /** One client command to run instead of the REPL. */
+  command: string[];
+}
+
+/**
+ * `dfs local`: a directory, a lock service and N storage nodes in this process on free loopback
+ * ports, certificates made on first run, and the client on top. Returns the client's exit code.
+ */
+export async function runLocal(init: LocalInit): Promise<number> {
+  const certDir = path.join(init.dataDir, "certs");
+  if (!existsSync(path.join(certDir, "ca.crt"))) await initCerts({ dir: certDir });
+  const host = "127.0.0.1";
+  const common = {
+    host, port: 0, directoryUrl: "", replicas: init.replicas, minReplicas: init.replicas,
+    deadAfterMs: 30_000, chunkSize: 4 * 1024 * 1024, zone: "",
+  };
+  const nodes: RunningNode[] = [];
+  const closeAll = async () => {
+    for (const n of nodes.reverse()) await n.close();
+  };
+  try {
+    const dir = await startNode({ ...common, roles: ["directory"], dataDir: path.join(init.dataDir, "directory"), tls: loadCerts(certDir, "directory"), label: "directory" });
+    nodes.push(dir);
+    const withDir = { ...common, directoryUrl: dir.url };
+    nodes.push(await startNode({ ...withDir, roles: ["lock"], dataDir: path.join(init.dataDir, "lock"), tls: loadCerts(certDir, "lock"), label: "lock" }));
+    for (let i = 1; i <= init.storage; i++) {
+      nodes.push(await startNode({
+        ...withDir, roles: ["storage"], dataDir: path.join(init.dataDir, `storage-${i}`), tls: loadCerts(certDir, "storage"), label: `storage-${i}`,
+      }));
+    }
+    if (init.command.length === 0 && process.stdin.isTTY) {
+      process.stderr.write(`local cluster: directory ${dir.url}, lock, ${init.storage} storage nodes; data in ${init.dataDir}\n`);
+    }
+    return await runClient({
+      directoryUrl: dir.url,
+      tls: loadCerts(certDir, "client"),
+      cacheDir: path.join(init.dataDir, "cache"),
+      log: logger("client"),
+      command: init.command,
+      ready: (client) => waitForNodes(client, init.storage),
+      io: { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, cwd: process.cwd(), interactive: false },
+    });
+  } finally {
+    await closeAll();
+  }
+}
+
+/** Waits until the lock service and every storage node have registered, so the first command finds them. */
+async function waitForNodes(client: DfsClient, storage: number): Promise<void> {
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    const s = await client.status();
+    const up = (role: string) => s.nodes.filter((n) => n.role === role && n.state === "up").length;
+    if (up("storage") >= storage && up("lock") >= 1) return;
+    if (Date.now() > deadline) throw new DfsError("UNAVAILABLE", `only ${up("storage")} of ${storage} storage nodes registered in time; see dfs.log`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

@@ -1,0 +1,23 @@
+import { z } from "zod";
+import { count, remotePath } from "./common.js";
+
+/** Wire contract of the lock role (`lock.*`). */
+export const lockSchemas = {
+  acquire: z.object({
+    path: remotePath,
+    ttlMs: count.min(100).max(3_600_000).default(10_000),
+    /** How long to queue behind the current holder before answering LOCKED. */
+    waitMs: count.max(3_600_000).default(0),
+    /** Free text shown to others who find the lock taken (e.g. user@host). */
+    owner: z.string().max(200).default(""),
+  }),
+  renew: z.object({ path: remotePath, token: count, ttlMs: count.min(100).max(3_600_000).default(10_000) }),
+  release: z.object({ path: remotePath, token: count }),
+} as const;
+
+export interface LockGrant {
+  path: string;
+  token: number;
+  /** Epoch ms at which the lease ends unless renewed. */
+  expiresAt: number;
+}

@@ -1,0 +1,182 @@
+import { createHash } from "node:crypto";
+import type { FileInfo, PlaceReply, Replica } from "../../protocol/directory.js";
+import { DfsError, toDfsError } from "../../protocol/errors.js";
+import type { PutReply, GetReply } from "../../protocol/storage.js";
+import type { Logger } from "../../log.js";
+import type { PeerPool, Upstream } from "../upstream.js";
+import type { ChunkCache } from "./cache.js";
+
+export interface TransferStats {
+  chunksUploaded: number;
+  chunksDeduplicated: number;
+  chunksFetched: number;
+  chunksFromCache: number;
+  bytesFetched: number;
+}
+
+export interface TransferCtx {
+  directory: Upstream;
+  pool: PeerPool;
+  cache: ChunkCache;
+  log: Logger;
+  stats: TransferStats;
+  /** Chunks in flight at once: bounds memory to about window x chunk size. */
+  window: number;
+}
+
+export interface Uploaded {
+  size: number;
+  sha256: string;
+  chunks: string[];
+}
+
+/** Cuts a byte stream into chunks of exactly `size` bytes (the last may be shorter), copying at most once. */
+export async function* rechunk(source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, size: number): AsyncGenerator<Buffer> {
+  let parts: Buffer[] = [];
+  let have = 0;
+  for await (const piece of source) {
+    let buf = Buffer.isBuffer(piece) ? piece : Buffer.from(piece.buffer, piece.byteOffset, piece.byteLength);
+    while (buf.length > 0) {
+      const take = Math.min(size - have, buf.length);
+      parts.push(buf.subarray(0, take));
+      have += take;
+      buf = buf.subarray(take);
+      if (have === size) {
+        yield parts.length === 1 ? parts[0]! : Buffer.concat(parts, have);
+        parts = [];
+        have = 0;
+      }
+    }
+  }
+  if (have > 0) yield parts.length === 1 ? parts[0]! : Buffer.concat(parts, have);
+}
+
+/** Stores every chunk of `source` on enough storage nodes; returns what the commit needs. */
+export async function upload(
+  ctx: TransferCtx,
+  source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+  chunkSize: number,
+  onProgress?: (bytes: number) => void,
+): Promise<Uploaded> {
+  const whole = createHash("sha256");
+  const chunks: string[] = [];
+  const inflight: Promise<void>[] = [];
+  let size = 0;
+  try {
+    for await (const data of rechunk(source, chunkSize)) {
+      whole.update(data);
+      const hash = createHash("sha256").update(data).digest("hex");
+      chunks.push(hash);
+      size += data.length;
+      inflight.push(storeChunk(ctx, hash, data).then(() => onProgress?.(data.length)));
+      if (inflight.length >= ctx.window) await inflight.shift();
+    }
+    await Promise.all(inflight);
+  } catch (err) {
+    // Let the chunks already under way finish or fail quietly before reporting the first error.
+    await Promise.allSettled(inflight);
+    throw err;
+  }
+  return { size, sha256: whole.digest("hex"), chunks };
+}
+
+async function storeChunk(ctx: TransferCtx, hash: string, data: Buffer): Promise<void> {
+  const exclude: string[] = [];
+  let lastError: DfsError | undefined;
+  for (let attempt = 0; attempt < 4; attempt++) {
+    const place = await ctx.directory.request<PlaceReply>("dir.place", { chunks: [{ hash, size: data.length }], exclude });
+    const targets = place.chunks[0]?.targets ?? [];
+    if (targets.length === 0) {
+      ctx.stats.chunksDeduplicated++;
+      return;
+    }
+    const [first, ...rest] = targets as [Replica, ...Replica[]];
+    try {
+      const reply = await ctx.pool.request<PutReply>(first.url, "store.put", { hash, data, chain: rest.map((r) => r.url) }, { timeoutMs: 120_000 });
+      ctx.stats.chunksUploaded++;
+      const missing = targets.filter((t) => !reply.stored.includes(t.url));
+      if (missing.length === 0) return;
+      // Part of the chain failed: ask again; the directory now counts the copies that did land.
+      exclude.push(...missing.map((m) => m.node));
+      lastError = new DfsError("UNAVAILABLE", `storage node(s) ${missing.map((m) => m.url).join(", ")} did not take chunk ${hash.slice(0, 12)}`);
+    } catch (err) {
+      lastError = toDfsError(err);
+      if (lastError.code === "CORRUPT" || lastError.code === "BAD_REQUEST") throw lastError;
+      exclude.push(first.node);
+      ctx.log.debug("chunk upload failed, re-placing", { hash, node: first.node, err: lastError.message });
+    }
+  }
+  throw lastError ?? new DfsError("UNAVAILABLE", `chunk ${hash.slice(0, 12)} could not be stored`);
+}
+
+/** Streams a file's chunks in order into `sink`, from the cache where possible, verifying everything. */
+export async function download(
+  ctx: TransferCtx,
+  info: FileInfo,
+  sink: (data: Buffer) => Promise<void>,
+  onProgress?: (bytes: number) => void,
+): Promise<void> {
+  const whole = createHash("sha256");
+  const ahead: Promise<Buffer>[] = [];
+  let next = 0;
+  const fill = () => {
+    while (ahead.length < ctx.window && next < info.chunks.length) {
+      const p = fetchChunk(ctx, info, next++);
+      p.catch(() => {}); // Observed below, in order; this only silences the early rejection.
+      ahead.push(p);
+    }
+  };
+  fill();
+  while (ahead.length > 0) {
+    const data = await ahead.shift()!;
+    fill();
+    whole.update(data);
+    await sink(data);
+    onProgress?.(data.length);
+  }
+  if (whole.digest("hex") !== info.sha256) {
+    throw new DfsError("CORRUPT", `${info.path} does not match its recorded SHA-256 after reading; nothing trustworthy was returned`);
+  }
+}
+
+const inflightByUrl = new Map<string, number>();
+
+async function fetchChunk(ctx: TransferCtx, info: FileInfo, index: number): Promise<Buffer> {
+  const c = info.chunks[index]!;
+  const cached = await ctx.cache.get(c.hash);
+  if (cached) {
+    ctx.stats.chunksFromCache++;
+    return cached;
+  }
+  if (c.replicas.length === 0) {
+    throw new DfsError("UNAVAILABLE", `chunk ${index} of ${info.path} has no live replica right now; try again when its nodes are back`);
+  }
+  // Least-loaded replica first; ties broken at random so readers spread over the copies.
+  const order = [...c.replicas].sort((a, b) => (inflightByUrl.get(a.url) ?? 0) - (inflightByUrl.get(b.url) ?? 0) || Math.random() - 0.5);
+  let lastError: DfsError | undefined;
+  for (const r of order) {
+    inflightByUrl.set(r.url, (inflightByUrl.get(r.url) ?? 0) + 1);
+    try {
+      const reply = await ctx.pool.request<GetReply>(r.url, "store.get", { hash: c.hash }, { timeoutMs: 120_000 });
+      const data = Buffer.from(reply.data.buffer, reply.data.byteOffset, reply.data.byteLength);
+      if (createHash("sha256").update(data).digest("hex") !== c.hash) {
+        lastError = new DfsError("CORRUPT", `replica of chunk ${c.hash.slice(0, 12)} on ${r.url} is corrupt`);
+        void ctx.directory.request("dir.badReplica", { hash: c.hash, node: r.node, reason: "hash mismatch on read" }).catch(() => {});
+        continue;
+      }
+      ctx.stats.chunksFetched++;
+      ctx.stats.bytesFetched += data.length;
+      await ctx.cache.put(c.hash, data);
+      return data;
+    } catch (err) {
+      lastError = toDfsError(err);
+      ctx.log.debug("replica failed, trying next", { url: r.url, hash: c.hash, err: lastError.message });
+      if (lastError.code === "NOT_FOUND") {
+        void ctx.directory.request("dir.badReplica", { hash: c.hash, node: r.node, reason: "missing on read" }).catch(() => {});
+      }
+    } finally {
+      inflightByUrl.set(r.url, (inflightByUrl.get(r.url) ?? 1) - 1);
+    }
+  }
+  throw new DfsError("UNAVAILABLE", `no replica of chunk ${index} of ${info.path} could be read (${lastError?.message ?? "none reachable"})`, { cause: lastError });
+}

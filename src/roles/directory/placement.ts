@@ -1,0 +1,55 @@
+import { DfsError } from "../../protocol/errors.js";
+import type { Replica } from "../../protocol/directory.js";
+
+export interface Candidate {
+  id: string;
+  url: string;
+  zone: string;
+  free: number;
+}
+
+/** Room a node keeps beyond a chunk, so that it is never filled to the last byte. */
+const HEADROOM = 1024 * 1024;
+
+/**
+ * Picks `want` distinct nodes for a chunk of `size` bytes: never a node without room, other zones than
+ * the existing replicas' where possible, otherwise weighted by free space so data spreads evenly.
+ */
+export function pickTargets(
+  candidates: Candidate[],
+  size: number,
+  want: number,
+  existing: { node: string; zone: string }[],
+): Replica[] {
+  const taken = new Set(existing.map((e) => e.node));
+  const zones = new Set(existing.map((e) => e.zone));
+  let pool = candidates.filter((c) => !taken.has(c.id) && c.free >= size + HEADROOM);
+  const chosen: Replica[] = [];
+  while (chosen.length < want && pool.length > 0) {
+    const fresh = pool.filter((c) => !zones.has(c.zone));
+    const from = fresh.length > 0 ? fresh : pool;
+    const pick = weighted(from);
+    chosen.push({ node: pick.id, url: pick.url });
+    zones.add(pick.zone);
+    pool = pool.filter((c) => c.id !== pick.id);
+  }
+  return chosen;
+}
+
+function weighted(nodes: Candidate[]): Candidate {
+  const total = nodes.reduce((s, n) => s + Math.max(1, n.free), 0);
+  let r = Math.random() * total;
+  for (const n of nodes) {
+    r -= Math.max(1, n.free);
+    if (r <= 0) return n;
+  }
+  return nodes[nodes.length - 1]!;
+}
+
+export function notEnoughNodes(have: number, need: number): DfsError {
+  return new DfsError(
+    "NOT_ENOUGH_NODES",
+    `only ${have} live storage node${have === 1 ? "" : "s"} with room, ${need} needed for the replication factor; start more storage nodes or free space`,
+    { details: { have, need } },
+  );
+}

@@ -1,0 +1,165 @@
+import type { Database } from "sql.js";
+import { DfsError } from "../../protocol/errors.js";
+
+/** Tables of the directory. `nodes.state/free/used/chunks/seen` are live figures, never journaled. */
+export const SCHEMA = `
+CREATE TABLE files(path TEXT PRIMARY KEY, version INTEGER NOT NULL, size INTEGER NOT NULL,
+  sha256 TEXT NOT NULL, chunks TEXT NOT NULL, mtime INTEGER NOT NULL);
+CREATE TABLE chunks(hash TEXT PRIMARY KEY, size INTEGER NOT NULL, refs INTEGER NOT NULL);
+CREATE TABLE replicas(hash TEXT NOT NULL, node TEXT NOT NULL, PRIMARY KEY(hash, node)) WITHOUT ROWID;
+CREATE INDEX replicas_node ON replicas(node);
+CREATE TABLE nodes(id TEXT PRIMARY KEY, role TEXT NOT NULL, url TEXT NOT NULL, zone TEXT NOT NULL,
+  capacity INTEGER, free INTEGER NOT NULL DEFAULT 0, used INTEGER NOT NULL DEFAULT 0,
+  chunks INTEGER NOT NULL DEFAULT 0, state TEXT NOT NULL DEFAULT 'down', seen INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE fences(path TEXT PRIMARY KEY, token INTEGER NOT NULL);
+`;
+
+export interface CommitFile {
+  path: string;
+  size: number;
+  sha256: string;
+  chunks: string[];
+  token: number;
+  baseVersion?: number;
+}
+
+/** Journal records: every durable change of the directory is one of these, replayed in order at start-up. */
+export type DirRecord =
+  | { op: "node"; id: string; role: string; url: string; zone: string; capacity: number | null }
+  | { op: "commit"; files: CommitFile[]; mtime: number }
+  | { op: "rm"; path: string; token?: number }
+  | { op: "mv"; from: string; to: string; token?: number }
+  | { op: "replicas"; node: string; add: { hash: string; size: number }[] }
+  | { op: "unreplicate"; node: string; hashes: string[] }
+  | { op: "reconcile"; node: string; hashes: string[] };
+
+/** Applies one record. Deterministic, and throws a DfsError to refuse it (nothing is journaled then). */
+export function applyRecord(db: Database, rec: DirRecord): void {
+  switch (rec.op) {
+    case "node":
+      db.run(
+        `INSERT INTO nodes(id, role, url, zone, capacity) VALUES(?,?,?,?,?)
+         ON CONFLICT(id) DO UPDATE SET role=excluded.role, url=excluded.url, zone=excluded.zone, capacity=excluded.capacity`,
+        [rec.id, rec.role, rec.url, rec.zone, rec.capacity],
+      );
+      return;
+    case "commit":
+      return applyCommit(db, rec.files, rec.mtime);
+    case "rm":
+      return applyRemove(db, rec.path, rec.token);
+    case "mv":
+      return applyMove(db, rec.from, rec.to, rec.token);
+    case "replicas": {
+      const chunk = db.prepare("INSERT INTO chunks(hash, size, refs) VALUES(?,?,0) ON CONFLICT(hash) DO NOTHING");
+      const rep = db.prepare("INSERT OR IGNORE INTO replicas(hash, node) VALUES(?,?)");
+      try {
+        for (const c of rec.add) {
+          chunk.run([c.hash, c.size]);
+          rep.run([c.hash, rec.node]);
+        }
+      } finally {
+        chunk.free();
+        rep.free();
+      }
+      return;
+    }
+    case "unreplicate": {
+      const del = db.prepare("DELETE FROM replicas WHERE hash=? AND node=?");
+      try {
+        for (const h of rec.hashes) del.run([h, rec.node]);
+      } finally {
+        del.free();
+      }
+      return;
+    }
+    case "reconcile": {
+      db.run("DELETE FROM replicas WHERE node=?", [rec.node]);
+      // Only chunks the directory knows (committed or announced) are tracked; the rest are orphans on that node.
+      const rep = db.prepare("INSERT OR IGNORE INTO replicas(hash, node) SELECT hash, ? FROM chunks WHERE hash=?");
+      try {
+        for (const h of rec.hashes) rep.run([rec.node, h]);
+      } finally {
+        rep.free();
+      }
+      return;
+    }
+  }
+}
+
+function checkFence(db: Database, path: string, token: number | undefined): void {
+  if (token === undefined) return;
+  const seen = scalar(db, "SELECT token FROM fences WHERE path=?", [path]);
+  if (seen !== undefined && token < seen) {
+    throw new DfsError("STALE_TOKEN", `write to ${path} carries lock token ${token}, but token ${seen} was already used; the lock was lost`, {
+      details: { path, token, seen },
+    });
+  }
+  db.run("INSERT INTO fences(path, token) VALUES(?,?) ON CONFLICT(path) DO UPDATE SET token=excluded.token", [path, token]);
+}
+
+function applyCommit(db: Database, files: CommitFile[], mtime: number): void {
+  for (const f of files) {
+    checkFence(db, f.path, f.token);
+    const current = db.exec("SELECT version, chunks FROM files WHERE path=?", [f.path])[0]?.values[0];
+    const version = current ? Number(current[0]) : 0;
+    if (f.baseVersion !== undefined && f.baseVersion !== version) {
+      throw new DfsError("CONFLICT", `${f.path} changed since version ${f.baseVersion} (now ${version}); nothing was committed`, {
+        details: { path: f.path, baseVersion: f.baseVersion, version },
+      });
+    }
+    for (const h of f.chunks) {
+      if (scalar(db, "SELECT refs FROM chunks WHERE hash=?", [h]) === undefined) {
+        throw new DfsError("CONFLICT", `chunk ${h.slice(0, 12)} of ${f.path} was never stored`);
+      }
+    }
+    if (current) adjustRefs(db, JSON.parse(String(current[1])) as string[], -1);
+    adjustRefs(db, f.chunks, +1);
+    db.run(
+      `INSERT INTO files(path, version, size, sha256, chunks, mtime) VALUES(?,?,?,?,?,?)
+       ON CONFLICT(path) DO UPDATE SET version=excluded.version, size=excluded.size, sha256=excluded.sha256,
+       chunks=excluded.chunks, mtime=excluded.mtime`,
+      [f.path, version + 1, f.size, f.sha256, JSON.stringify(f.chunks), mtime],
+    );
+  }
+}
+
+function applyRemove(db: Database, path: string, token?: number): void {
+  const row = db.exec("SELECT chunks FROM files WHERE path=?", [path])[0]?.values[0];
+  if (!row) throw new DfsError("NOT_FOUND", `no such file: ${path}`);
+  checkFence(db, path, token);
+  adjustRefs(db, JSON.parse(String(row[0])) as string[], -1);
+  db.run("DELETE FROM files WHERE path=?", [path]);
+}
+
+function applyMove(db: Database, from: string, to: string, token?: number): void {
+  if (from === to) return;
+  if (scalar(db, "SELECT version FROM files WHERE path=?", [from]) === undefined) throw new DfsError("NOT_FOUND", `no such file: ${from}`);
+  if (scalar(db, "SELECT version FROM files WHERE path=?", [to]) !== undefined) {
+    throw new DfsError("EXISTS", `${to} already exists; remove it first`);
+  }
+  checkFence(db, from, token);
+  // The new name continues the old name's versions so that cached copies stay valid.
+  db.run("UPDATE files SET path=? WHERE path=?", [to, from]);
+}
+
+function adjustRefs(db: Database, hashes: string[], delta: number): void {
+  const st = db.prepare("UPDATE chunks SET refs = MAX(0, refs + ?) WHERE hash=?");
+  try {
+    for (const h of hashes) st.run([delta, h]);
+  } finally {
+    st.free();
+  }
+}
+
+/** First column of the first row, or undefined. */
+export function scalar(db: Database, sql: string, params: (string | number | null)[] = []): number | undefined {
+  const st = db.prepare(sql);
+  try {
+    st.bind(params);
+    if (!st.step()) return undefined;
+    const v = st.get()[0];
+    return v === null || v === undefined ? undefined : Number(v);
+  } finally {
+    st.free();
+  }
+}

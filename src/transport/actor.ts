@@ -1,0 +1,112 @@
+import { DfsError } from "../protocol/errors.js";
+import { Mailbox } from "./mailbox.js";
+
+export interface RequestOptions {
+  /** Default 30 s. */
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+/** The other end of a connection, as roles see it: no socket, only messages and the peer's certificate identity. */
+export interface Peer {
+  /** Unique within this process. */
+  readonly id: number;
+  /** From the certificate's OU: directory, lock, storage or client. */
+  readonly role: string;
+  /** From the certificate's CN. */
+  readonly name: string;
+  readonly remote: string;
+  readonly closed: boolean;
+  request<T = unknown>(type: string, body: unknown, opts?: RequestOptions): Promise<T>;
+  /** One-way message; resolves once handed to the socket's buffer (waits while it is full). */
+  tell(type: string, body: unknown): Promise<void>;
+  /** Runs once when the connection ends, for whatever reason. */
+  onClose(cb: () => void): void;
+  close(): void;
+}
+
+export interface Handler<B = any> {
+  /** Certificate roles allowed to send this message. */
+  allow: readonly string[];
+  /** Checks the body's shape at the edge; throws BAD_REQUEST. */
+  parse: (body: unknown) => B;
+  handle: (body: B, peer: Peer) => unknown;
+}
+
+export interface ActorInit {
+  name: string;
+  /** Message types this actor owns start with it, e.g. "dir.". */
+  prefix: string;
+  concurrency: number;
+  capacity?: number;
+  handlers: Record<string, Handler>;
+  /** Delivered through the mailbox, so serial actors see it in order with messages. */
+  onPeerClose?: (peer: Peer) => void;
+}
+
+interface Msg {
+  handler: Handler;
+  body: unknown;
+  peer: Peer;
+}
+
+/** A role's message handlers behind one mailbox: checks type, permission and shape before queueing. */
+export class Actor {
+  private readonly mailbox: Mailbox<Msg>;
+
+  constructor(readonly init: ActorInit) {
+    this.mailbox = new Mailbox<Msg>({
+      concurrency: init.concurrency,
+      capacity: init.capacity ?? 10_000,
+      handle: (m) => m.handler.handle(m.body, m.peer),
+    });
+  }
+
+  post(type: string, body: unknown, peer: Peer): Promise<unknown> {
+    const handler = Object.hasOwn(this.init.handlers, type) ? this.init.handlers[type] : undefined;
+    if (!handler) return Promise.reject(new DfsError("BAD_REQUEST", `unknown message type ${JSON.stringify(type)}`));
+    if (!handler.allow.includes(peer.role)) {
+      return Promise.reject(new DfsError("FORBIDDEN", `a ${peer.role} certificate may not send ${type}`));
+    }
+    let parsed: unknown;
+    try {
+      parsed = handler.parse(body);
+    } catch (err) {
+      return Promise.reject(err instanceof DfsError ? err : new DfsError("BAD_REQUEST", `bad ${type} body`, { cause: err }));
+    }
+    return this.mailbox.post({ handler, body: parsed, peer });
+  }
+
+  peerClosed(peer: Peer): void {
+    const cb = this.init.onPeerClose;
+    if (!cb) return;
+    const handler: Handler = { allow: [], parse: (b) => b, handle: () => cb(peer) };
+    // A full mailbox must not lose a disconnect, so this bypasses the capacity check by retrying.
+    const post = (): void => void this.mailbox.post({ handler, body: undefined, peer }).catch((err: DfsError) => {
+      if (err.code === "BUSY") setTimeout(post, 10);
+    });
+    post();
+  }
+
+  close(): void {
+    this.mailbox.close();
+  }
+}
+
+/** Routes incoming messages to the actor owning the type's prefix; one port can host several roles. */
+export class Router {
+  private readonly actors: Actor[] = [];
+
+  add(actor: Actor): void {
+    this.actors.push(actor);
+  }
+
+  dispatch(type: string, body: unknown, peer: Peer): Promise<unknown> {
+    for (const a of this.actors) if (type.startsWith(a.init.prefix)) return a.post(type, body, peer);
+    return Promise.reject(new DfsError("BAD_REQUEST", `unknown message type ${JSON.stringify(type)}`));
+  }
+
+  peerClosed(peer: Peer): void {
+    for (const a of this.actors) a.peerClosed(peer);
+  }
+}

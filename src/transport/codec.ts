@@ -1,0 +1,82 @@
+import { Packr } from "msgpackr";
+import { DfsError, isErrorCode, type ErrorCode } from "../protocol/errors.js";
+
+/** Frame kinds of the envelope `[kind, id, type, body]`. */
+export const Kind = { Request: 0, Reply: 1, Error: 2, Tell: 3 } as const;
+export type KindValue = (typeof Kind)[keyof typeof Kind];
+
+export type Envelope =
+  | { kind: typeof Kind.Request; id: number; type: string; body: unknown }
+  | { kind: typeof Kind.Reply; id: number; body: unknown }
+  | { kind: typeof Kind.Error; id: number; error: DfsError }
+  | { kind: typeof Kind.Tell; type: string; body: unknown };
+
+export interface WireError {
+  code: ErrorCode;
+  message: string;
+  details?: Record<string, unknown>;
+}
+
+const MAX_TYPE_LENGTH = 64;
+const MAX_ID = 2 ** 32;
+
+// Records and structured clones are off: every peer must be able to decode a frame on its own,
+// and a hostile peer must not be able to define structures we then keep in memory.
+const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true, int64AsType: "number" });
+
+export function encode(env: Envelope): Buffer {
+  switch (env.kind) {
+    case Kind.Request:
+      return packr.pack([env.kind, env.id, env.type, env.body]);
+    case Kind.Reply:
+      return packr.pack([env.kind, env.id, "", env.body]);
+    case Kind.Error: {
+      const wire: WireError = { code: env.error.code, message: env.error.message };
+      if (env.error.details) wire.details = env.error.details;
+      return packr.pack([env.kind, env.id, "", wire]);
+    }
+    case Kind.Tell:
+      return packr.pack([env.kind, 0, env.type, env.body]);
+  }
+}
+
+/**
+ * Decodes and checks the envelope's shape. Throws DfsError BAD_REQUEST with `details.id` set
+ * when the frame was recognisably a request, so the caller can answer it.
+ */
+export function decode(frame: Uint8Array): Envelope {
+  let raw: unknown;
+  try {
+    raw = packr.unpack(frame);
+  } catch (err) {
+    throw new DfsError("BAD_REQUEST", "frame is not valid msgpack", { cause: err });
+  }
+  if (!Array.isArray(raw) || raw.length !== 4) throw new DfsError("BAD_REQUEST", "frame is not an envelope [kind, id, type, body]");
+  const [kind, id, type, body] = raw as [unknown, unknown, unknown, unknown];
+  if (typeof id !== "number" || !Number.isInteger(id) || id < 0 || id >= MAX_ID) {
+    throw new DfsError("BAD_REQUEST", "envelope id must be a 32-bit unsigned integer");
+  }
+  const badType = typeof type !== "string" || type.length > MAX_TYPE_LENGTH;
+  switch (kind) {
+    case Kind.Request:
+      if (badType || type === "") throw new DfsError("BAD_REQUEST", "request type must be a short string", { details: { id } });
+      return { kind, id, type: type as string, body };
+    case Kind.Tell:
+      if (badType || type === "") throw new DfsError("BAD_REQUEST", "tell type must be a short string");
+      return { kind, type: type as string, body };
+    case Kind.Reply:
+      return { kind, id, body };
+    case Kind.Error:
+      return { kind, id, error: toError(body) };
+    default:
+      throw new DfsError("BAD_REQUEST", "unknown envelope kind");
+  }
+}
+
+function toError(body: unknown): DfsError {
+  const wire = (body ?? {}) as Partial<WireError>;
+  const code: ErrorCode = isErrorCode(wire.code) ? wire.code : "INTERNAL";
+  const message = typeof wire.message === "string" ? wire.message.slice(0, 2000) : "remote error";
+  const details = wire.details && typeof wire.details === "object" && !Array.isArray(wire.details) ? wire.details : undefined;
+  return new DfsError(code, message, { details });
+}

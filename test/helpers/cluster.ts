@@ -1,0 +1,181 @@
+import { spawn, type ChildProcess } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import type { TestContext } from "node:test";
+import { fileURLToPath } from "node:url";
+import { initCerts } from "../../src/certs/index.js";
+import type { StatusReply } from "../../src/protocol/directory.js";
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
+
+/** How to run dfs: from source through tsx, or a built executable named by DFS_BIN. */
+export function dfsCommand(): { cmd: string; pre: string[] } {
+  if (process.env.DFS_BIN) return { cmd: process.env.DFS_BIN, pre: [] };
+  return { cmd: process.execPath, pre: ["--import", "tsx", path.join(ROOT, "src/node.ts")] };
+}
+
+export function tmpDir(t: TestContext, prefix = "dfs-test-"): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** Polls `fn` until it returns a truthy value; fails with `what` after the deadline. */
+export async function waitFor<T>(fn: () => T | Promise<T>, what: string, timeoutMs = 20_000, everyMs = 100): Promise<NonNullable<T>> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v as NonNullable<T>;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ""}`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+/** A dfs child process; its output is kept for assertions and failure reports. */
+export class Proc {
+  stdout = "";
+  stderr = "";
+  readonly exited: Promise<number | null>;
+  url = "";
+
+  constructor(readonly child: ChildProcess, readonly args: string[]) {
+    child.stdout?.setEncoding("utf8").on("data", (d: string) => (this.stdout += d));
+    child.stderr?.setEncoding("utf8").on("data", (d: string) => (this.stderr += d));
+    this.exited = new Promise((resolve) => child.on("exit", (code) => resolve(code)));
+  }
+
+  get alive(): boolean {
+    return this.child.exitCode === null && this.child.signalCode === null;
+  }
+
+  async listening(timeoutMs = 30_000): Promise<string> {
+    const m = await Promise.race([
+      waitFor(() => /listening on (wss:\/\/\S+)/.exec(this.stdout), "listening line", timeoutMs, 20),
+      this.exited.then((code) => {
+        throw new Error(`dfs ${this.args.join(" ")} exited with ${code} before listening:\n${this.stderr}`);
+      }),
+    ]);
+    this.url = m[1]!;
+    return this.url;
+  }
+
+  async kill(signal: NodeJS.Signals = "SIGKILL"): Promise<void> {
+    if (this.alive) this.child.kill(signal);
+    await this.exited;
+  }
+}
+
+export function spawnDfs(t: TestContext, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Proc {
+  const { cmd, pre } = dfsCommand();
+  const child = spawn(cmd, [...pre, ...args], {
+    cwd: opts.cwd ?? ROOT,
+    env: { ...process.env, DFS_LOG_LEVEL: process.env.DFS_LOG_LEVEL ?? "info", ...opts.env },
+    stdio: ["pipe", "pipe", "pipe"],
+  });
+  const p = new Proc(child, args);
+  t.after(() => p.kill());
+  return p;
+}
+
+export interface RunResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs dfs to completion, feeding `stdin` if given. */
+export async function runDfs(t: TestContext, args: string[], opts: { stdin?: string | Buffer; cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<RunResult> {
+  const p = spawnDfs(t, args, opts);
+  p.child.stdin?.end(opts.stdin ?? "");
+  const timer = setTimeout(() => p.child.kill("SIGKILL"), opts.timeoutMs ?? 120_000);
+  const code = await p.exited;
+  clearTimeout(timer);
+  return { code, stdout: p.stdout, stderr: p.stderr };
+}
+
+export interface ClusterOptions {
+  storage?: number;
+  deadAfter?: number;
+  replicas?: number;
+  directoryArgs?: string[];
+  storageArgs?: (i: number) => string[];
+}
+
+/** A real multi-process cluster on loopback: certificates, a directory, a lock service and storage nodes. */
+export class Cluster {
+  directory!: Proc;
+  lock!: Proc;
+  storage: Proc[] = [];
+  readonly certs: string;
+  readonly root: string;
+
+  constructor(private readonly t: TestContext, private readonly opts: ClusterOptions) {
+    this.root = tmpDir(t, "dfs-cluster-");
+    this.certs = path.join(this.root, "certs");
+  }
+
+  get dirUrl(): string {
+    return this.directory.url;
+  }
+
+  async startDirectory(port = 0): Promise<void> {
+    this.directory = spawnDfs(this.t, [
+      "--role", "directory", "--port", String(port), "--data", path.join(this.root, "directory"), "--certs", this.certs,
+      "--dead-after", String(this.opts.deadAfter ?? 3), "--replicas", String(this.opts.replicas ?? 2), ...(this.opts.directoryArgs ?? []),
+    ]);
+    await this.directory.listening();
+  }
+
+  async startLock(): Promise<void> {
+    this.lock = spawnDfs(this.t, ["--role", "lock", "--port", "0", "--data", path.join(this.root, "lock"), "--certs", this.certs, "--directory", this.dirUrl]);
+    await this.lock.listening();
+  }
+
+  async startStorage(i: number): Promise<Proc> {
+    const p = spawnDfs(this.t, [
+      "--role", "storage", "--port", "0", "--data", path.join(this.root, `storage-${i}`), "--certs", this.certs,
+      "--directory", this.dirUrl, ...(this.opts.storageArgs?.(i) ?? []),
+    ]);
+    this.storage[i] = p;
+    await p.listening();
+    return p;
+  }
+
+  async start(): Promise<this> {
+    await initCerts({ dir: this.certs });
+    await this.startDirectory();
+    await Promise.all([this.startLock(), ...Array.from({ length: this.opts.storage ?? 3 }, (_, i) => this.startStorage(i))]);
+    await this.waitUp(this.opts.storage ?? 3);
+    return this;
+  }
+
+  /** Waits until `storage` storage nodes and the lock service are up. */
+  async waitUp(storage: number): Promise<StatusReply> {
+    return waitFor(async () => {
+      const s = await this.status();
+      const up = (role: string) => s.nodes.filter((n) => n.role === role && n.state === "up").length;
+      return up("storage") >= storage && up("lock") >= 1 ? s : undefined;
+    }, `${storage} storage nodes up`);
+  }
+
+  /** Runs a one-shot client command. */
+  client(args: string[], opts: { stdin?: string | Buffer; cwd?: string; cache?: string } = {}): Promise<RunResult> {
+    return runDfs(this.t, ["--role", "client", "--directory", this.dirUrl, "--certs", this.certs, "--cache", opts.cache ?? path.join(this.root, "cache"), ...args], opts);
+  }
+
+  async status(): Promise<StatusReply> {
+    const r = await this.client(["status", "--json"]);
+    if (r.code !== 0) throw new Error(`status failed: ${r.stderr}`);
+    return JSON.parse(r.stdout) as StatusReply;
+  }
+}
+
+export async function startCluster(t: TestContext, opts: ClusterOptions = {}): Promise<Cluster> {
+  return new Cluster(t, opts).start();
+}

@@ -50,7 +50,7 @@ export async function runLocal(init: LocalInit): Promise<number> {
       log: logger("client"),
       command: init.command,
       ready: (client) => waitForNodes(client, init.storage),
-      io: { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, cwd: process.cwd(), interactive: false },
+      io: { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, cwd: workingFolder(), interactive: false },
     });
   } finally {
     await closeAll();
@@ -67,4 +67,9 @@ async function waitForNodes(client: DfsClient, storage: number): Promise<void> {
     if (Date.now() > deadline) throw new DfsError("UNAVAILABLE", `only ${up("storage")} of ${storage} storage nodes registered in time; see dfs.log`);
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/** Under `npm start` the script runs in the package folder; local file names mean the folder npm was started in. */
+function workingFolder(): string {
+  return (process.env.npm_lifecycle_event && process.env.INIT_CWD) || process.cwd();
 }

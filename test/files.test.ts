@@ -27,7 +27,7 @@ test("a 50 MiB file and an empty file round-trip, each chunk on two live nodes, 
 
   let r = await c.client(["write", "/data/big.bin", "big.bin"], { cwd: work });
   assert.equal(r.code, 0, r.stderr);
-  assert.match(r.stdout, /wrote \/data\/big.bin v1 \(50\.0 MiB, 13 chunks\)/);
+  assert.match(r.stdout, /wrote \/data\/big.bin v1 \(50 MiB, 13 chunks\)/);
   r = await c.client(["write", "/data/empty"], { cwd: work });
   assert.equal(r.code, 0, r.stderr);
 

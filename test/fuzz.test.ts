@@ -112,13 +112,16 @@ test("thousands of random and mutated frames are each refused or answered, and t
   for (let i = 0; i < all.length; i += 50) {
     // A batch of fuzz frames, then a probe request; every answer must arrive (with a deadline), none extra.
     const batch = all.slice(i, i + 50);
-    const closed = new Promise<boolean>((resolve) => ws.once("close", () => resolve(true)));
+    let onClose!: () => void;
+    const closed = new Promise<boolean>((resolve) => ws.once("close", (onClose = () => resolve(true))));
     const before = { answered, probes };
     for (const f of batch) ws.send(f);
     ws.send(pack([0, PROBE, "dir.status", {}]));
     const want = batch.filter(expectsAnswer).length;
     const done = waitFor(() => probes > before.probes && answered - before.answered >= want, "answers to a batch", 10_000, 5).then(() => false);
-    if (await Promise.race([done, closed])) {
+    const wasClosed = await Promise.race([done, closed]);
+    ws.off("close", onClose);
+    if (wasClosed) {
       // The node may drop a peer that misbehaves; what it answered before that still counts.
       closes++;
       expected += answered - before.answered;

@@ -12,7 +12,8 @@ export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "
 /** How to run dfs: from source through tsx, or a built executable named by DFS_BIN. */
 export function dfsCommand(): { cmd: string; pre: string[] } {
   if (process.env.DFS_BIN) return { cmd: process.env.DFS_BIN, pre: [] };
-  return { cmd: process.execPath, pre: ["--import", "tsx", path.join(ROOT, "src/node.ts")] };
+  // Resolved here, so that a child started in another folder still finds the loader.
+  return { cmd: process.execPath, pre: ["--import", import.meta.resolve("tsx"), path.join(ROOT, "src/node.ts")] };
 }
 
 export function tmpDir(t: TestContext, prefix = "dfs-test-"): string {

@@ -52,6 +52,7 @@ export function buildProgram(): Command {
     .option("--chunk-size <bytes>", "chunk size for new files (directory)", int("--chunk-size", 1024), 4 * 1024 * 1024)
     .option("--capacity <bytes>", "most bytes this storage node keeps", int("--capacity", 1))
     .option("--zone <name>", "failure zone of this storage node", "")
+    .option("--scrub-interval <seconds>", "pause between passes that re-hash every stored chunk (storage; 0 = off)", int("--scrub-interval"), 3600)
     .option("--cache <dir>", "client cache folder (default ~/.cache/dfs)")
     .option("--cache-size <bytes>", "client cache bound", int("--cache-size", 0))
     .addOption(new Option("--log-level <level>", "debug, info, warn, error or silent").choices(["debug", "info", "warn", "error", "silent"]))
@@ -86,7 +87,7 @@ Examples:
       const node = await startNode({
         roles: serverRoles, host: o.host, port: o.port, dataDir: o.data, tls, directoryUrl: o.directory,
         replicas: o.replicas, minReplicas: o.minReplicas ?? o.replicas, deadAfterMs: o.deadAfter * 1000,
-        chunkSize: o.chunkSize, capacity: o.capacity, zone: o.zone,
+        chunkSize: o.chunkSize, capacity: o.capacity, zone: o.zone, scrubIntervalMs: o.scrubInterval * 1000,
       });
       process.stdout.write(`listening on ${node.url}\n`);
       onSignals(() => node.close());

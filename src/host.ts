@@ -27,6 +27,7 @@ export interface NodeOptions {
   chunkSize: number;
   capacity?: number;
   zone: string;
+  scrubIntervalMs?: number;
   /** Tag for log lines, to tell nodes of one process apart. */
   label?: string;
 }
@@ -92,7 +93,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
       let register: ((p: import("./transport/actor.js").Peer) => Promise<void>) | undefined;
       const link = new Link({ ...linkInit, log: storeLog.child("link"), onConnect: (p) => register!(p) });
       const s = await createStorage({ log: storeLog, directory: link, peers: pool }, {
-        dataDir: opts.dataDir, url, zone: opts.zone, capacity: opts.capacity,
+        dataDir: opts.dataDir, url, zone: opts.zone, capacity: opts.capacity, scrubIntervalMs: opts.scrubIntervalMs,
       });
       storageId = s.nodeId;
       register = (p) => s.register(p);

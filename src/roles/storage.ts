@@ -6,6 +6,7 @@ import { Actor, type Handler, type Peer } from "../transport/actor.js";
 import type { Logger } from "../log.js";
 import { ChunkStore } from "./storage/chunkstore.js";
 import { Reporter } from "./storage/reporter.js";
+import { Scrubber } from "./storage/scrubber.js";
 import type { PeerPool, Upstream } from "./upstream.js";
 
 export interface StorageInit {
@@ -14,6 +15,8 @@ export interface StorageInit {
   url: string;
   zone: string;
   capacity?: number;
+  /** Pause between scrub passes (re-hashing every chunk); 0 = no scrubbing. Default 1 h. */
+  scrubIntervalMs?: number;
 }
 
 export interface StorageComponents {
@@ -39,6 +42,10 @@ export async function createStorage(components: StorageComponents, init: Storage
   const { log, directory, peers } = components;
   const chunks = await ChunkStore.open({ dir: init.dataDir, capacity: init.capacity, log: log.child("chunks") });
   const reporter = new Reporter(directory);
+  const scrubEvery = init.scrubIntervalMs ?? 3_600_000;
+  const scrubber = scrubEvery > 0
+    ? new Scrubber({ log: log.child("scrub"), chunks, directory, nodeId: () => chunks.nodeId }, { intervalMs: scrubEvery })
+    : undefined;
   let heartbeat: NodeJS.Timeout | undefined;
 
   async function put(b: PutBody): Promise<PutReply> {
@@ -62,8 +69,15 @@ export async function createStorage(components: StorageComponents, init: Storage
     let copied = 0;
     for (const c of b.chunks) {
       if (await chunks.has(c.hash)) {
-        await reporter.report(c.hash, (await chunks.get(c.hash)).length);
-        continue;
+        // Asked to copy what we hold: our copy may be the bad one that got us delisted, so check it.
+        try {
+          await reporter.report(c.hash, (await chunks.get(c.hash, { verify: true })).length);
+          continue;
+        } catch (err) {
+          if (toDfsError(err).code !== "CORRUPT") throw err;
+          log.warn("own copy corrupt, replacing it", { hash: c.hash });
+          await chunks.delete(c.hash);
+        }
       }
       for (const from of c.from) {
         try {
@@ -147,6 +161,7 @@ export async function createStorage(components: StorageComponents, init: Storage
     close() {
       closing ??= (async () => {
         clearInterval(heartbeat);
+        await scrubber?.close();
         actor.close();
         await chunks.close();
       })();

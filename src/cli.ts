@@ -49,6 +49,7 @@ export function buildProgram(): Command {
     .option("--replicas <n>", "copies of every chunk (directory)", int("--replicas", 1), 2)
     .option("--min-replicas <n>", "copies needed to commit (directory; default = replicas)", int("--min-replicas", 1))
     .option("--dead-after <seconds>", "a node silent this long is dead (directory)", int("--dead-after", 1), 30)
+    .option("--orphan-grace <seconds>", "keep chunks no file uses this long before deleting them (directory)", int("--orphan-grace"), 3600)
     .option("--chunk-size <bytes>", "chunk size for new files (directory)", int("--chunk-size", 1024), 4 * 1024 * 1024)
     .option("--capacity <bytes>", "most bytes this storage node keeps", int("--capacity", 1))
     .option("--zone <name>", "failure zone of this storage node", "")
@@ -87,7 +88,7 @@ Examples:
       const node = await startNode({
         roles: serverRoles, host: o.host, port: o.port, dataDir: o.data, tls, directoryUrl: o.directory,
         replicas: o.replicas, minReplicas: o.minReplicas ?? o.replicas, deadAfterMs: o.deadAfter * 1000,
-        chunkSize: o.chunkSize, capacity: o.capacity, zone: o.zone, scrubIntervalMs: o.scrubInterval * 1000,
+        chunkSize: o.chunkSize, capacity: o.capacity, zone: o.zone, scrubIntervalMs: o.scrubInterval * 1000, orphanGraceMs: o.orphanGrace * 1000,
       });
       process.stdout.write(`listening on ${node.url}\n`);
       onSignals(() => node.close());

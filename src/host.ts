@@ -28,6 +28,7 @@ export interface NodeOptions {
   capacity?: number;
   zone: string;
   scrubIntervalMs?: number;
+  orphanGraceMs?: number;
   /** Tag for log lines, to tell nodes of one process apart. */
   label?: string;
 }
@@ -73,7 +74,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
     if (opts.roles.includes("directory")) {
       const d = await createDirectory({ log: logger("directory", opts.label ?? "") }, {
         dataDir: opts.dataDir, url, replicas: opts.replicas, minReplicas: opts.minReplicas,
-        deadAfterMs: opts.deadAfterMs, chunkSize: opts.chunkSize,
+        deadAfterMs: opts.deadAfterMs, chunkSize: opts.chunkSize, orphanGraceMs: opts.orphanGraceMs,
       });
       router.add(d.actor);
       closers.push(() => d.close());

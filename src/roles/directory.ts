@@ -6,6 +6,7 @@ import { Actor, type Handler, type Peer } from "../transport/actor.js";
 import { later } from "../transport/mailbox.js";
 import type { Logger } from "../log.js";
 import { openMetaStore, type MetaStore } from "./directory/metastore.js";
+import { Collector } from "./directory/gc.js";
 import { Namespace } from "./directory/namespace.js";
 import { NodeTable } from "./directory/nodes.js";
 import { notEnoughNodes, pickTargets } from "./directory/placement.js";
@@ -21,6 +22,8 @@ export interface DirectoryInit {
   deadAfterMs: number;
   chunkSize: number;
   snapshotEvery?: number;
+  /** How long unreferenced chunks are kept before deletion; default 1 h. */
+  orphanGraceMs?: number;
 }
 
 export interface Directory {
@@ -47,6 +50,10 @@ export async function createDirectory(components: { log: Logger }, init: Directo
   const nodes = new NodeTable(db, init.deadAfterMs, log, (id) => repairer.nodeDown(id));
   const ns = new Namespace(db, nodes);
   repairer.bind(nodes, ns);
+  const gc = new Collector(
+    { log: log.child("gc"), db, nodes, commit: (rec) => store.commit(rec).durable },
+    { graceMs: init.orphanGraceMs ?? 3_600_000 },
+  );
   const heartbeatMs = Math.max(200, Math.min(5000, Math.floor(init.deadAfterMs / 3)));
 
   /** Applies and journals a change; the reply waits until it is on disk. */
@@ -121,7 +128,11 @@ export async function createDirectory(components: { log: Logger }, init: Directo
       handle: (b: ReturnType<typeof dirSchemas.stored.parse>, peer: Peer) => {
         const node = nodes.idOf(peer);
         if (!node) throw new DfsError("BAD_REQUEST", "chunk report before registration");
-        return durable({ op: "replicas", node, add: b.chunks }, null);
+        // No need to wait for the disk: a commit naming these chunks is journaled after this record, so
+        // once the commit is durable this is too; and a node re-reports all its chunks when it reconnects.
+        store.commit({ op: "replicas", node, add: b.chunks });
+        nodes.bump(node, b.chunks);
+        return null;
       },
     },
     "dir.commit": {
@@ -191,6 +202,7 @@ export async function createDirectory(components: { log: Logger }, init: Directo
         actor.close();
         nodes.close();
         repairer.close();
+        gc.close();
         ns.close();
         await store.close();
       })();

@@ -44,6 +44,9 @@ export function connect(url: string, init: ConnectInit): Promise<Channel> {
       handshakeTimeout: init.timeoutMs ?? 10_000,
       maxPayload: init.maxPayload ?? DEFAULT_MAX_PAYLOAD,
       perMessageDeflate: false,
+      // Masking guards plaintext proxies against forged frames; inside TLS it is pure cost (a copy and an
+      // XOR pass over every byte on both sides), and ws skips both for an all-zero mask.
+      generateMask: (mask: Buffer) => void mask.fill(0),
     });
     let serverSocket: TLSSocket | undefined;
     let settled = false;

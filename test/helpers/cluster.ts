@@ -55,7 +55,7 @@ export class Proc {
     return this.child.exitCode === null && this.child.signalCode === null;
   }
 
-  async listening(timeoutMs = 30_000): Promise<string> {
+  async listening(timeoutMs = 60_000): Promise<string> {
     const m = await Promise.race([
       waitFor(() => /listening on (wss:\/\/\S+)/.exec(this.stdout), "listening line", timeoutMs, 20),
       this.exited.then((code) => {
@@ -72,11 +72,22 @@ export class Proc {
   }
 }
 
-export function spawnDfs(t: TestContext, args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Proc {
-  const { cmd, pre } = dfsCommand();
+/** How a dfs child is started; every field is optional and the defaults are those of {@link dfsCommand}. */
+export interface DfsExec {
+  cwd?: string;
+  /** Extra environment, on top of this process's (or alone, with `inheritEnv: false`). */
+  env?: NodeJS.ProcessEnv;
+  /** Run this executable (a built `dfs`) instead of {@link dfsCommand}'s choice. */
+  bin?: string;
+  /** false: the child sees only DFS_LOG_LEVEL and `env`, not this process's environment. Default true. */
+  inheritEnv?: boolean;
+}
+
+export function spawnDfs(t: TestContext, args: string[], opts: DfsExec = {}): Proc {
+  const { cmd, pre } = opts.bin ? { cmd: opts.bin, pre: [] } : dfsCommand();
   const child = spawn(cmd, [...pre, ...args], {
     cwd: opts.cwd ?? ROOT,
-    env: { ...process.env, DFS_LOG_LEVEL: process.env.DFS_LOG_LEVEL ?? "info", ...opts.env },
+    env: { ...(opts.inheritEnv === false ? {} : process.env), DFS_LOG_LEVEL: process.env.DFS_LOG_LEVEL ?? "info", ...opts.env },
     stdio: ["pipe", "pipe", "pipe"],
   });
   const p = new Proc(child, args);
@@ -91,7 +102,7 @@ export interface RunResult {
 }
 
 /** Runs dfs to completion, feeding `stdin` if given. */
-export async function runDfs(t: TestContext, args: string[], opts: { stdin?: string | Buffer; cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<RunResult> {
+export async function runDfs(t: TestContext, args: string[], opts: DfsExec & { stdin?: string | Buffer; timeoutMs?: number } = {}): Promise<RunResult> {
   const p = spawnDfs(t, args, opts);
   p.child.stdin?.end(opts.stdin ?? "");
   const timer = setTimeout(() => p.child.kill("SIGKILL"), opts.timeoutMs ?? 120_000);
@@ -106,6 +117,8 @@ export interface ClusterOptions {
   replicas?: number;
   directoryArgs?: string[];
   storageArgs?: (i: number) => string[];
+  /** How every node and client of the cluster is started (default: {@link dfsCommand}, in ROOT). */
+  exec?: DfsExec;
 }
 
 /** A real multi-process cluster on loopback: certificates, a directory, a lock service and storage nodes. */
@@ -129,12 +142,12 @@ export class Cluster {
     this.directory = spawnDfs(this.t, [
       "--role", "directory", "--port", String(port), "--data", path.join(this.root, "directory"), "--certs", this.certs,
       "--dead-after", String(this.opts.deadAfter ?? 3), "--replicas", String(this.opts.replicas ?? 2), ...(this.opts.directoryArgs ?? []),
-    ]);
+    ], this.opts.exec);
     await this.directory.listening();
   }
 
   async startLock(): Promise<void> {
-    this.lock = spawnDfs(this.t, ["--role", "lock", "--port", "0", "--data", path.join(this.root, "lock"), "--certs", this.certs, "--directory", this.dirUrl]);
+    this.lock = spawnDfs(this.t, ["--role", "lock", "--port", "0", "--data", path.join(this.root, "lock"), "--certs", this.certs, "--directory", this.dirUrl], this.opts.exec);
     await this.lock.listening();
   }
 
@@ -142,7 +155,7 @@ export class Cluster {
     const p = spawnDfs(this.t, [
       "--role", "storage", "--port", "0", "--data", path.join(this.root, `storage-${i}`), "--certs", this.certs,
       "--directory", this.dirUrl, ...(this.opts.storageArgs?.(i) ?? []),
-    ]);
+    ], this.opts.exec);
     this.storage[i] = p;
     await p.listening();
     return p;
@@ -167,7 +180,11 @@ export class Cluster {
 
   /** Runs a one-shot client command. */
   client(args: string[], opts: { stdin?: string | Buffer; cwd?: string; cache?: string } = {}): Promise<RunResult> {
-    return runDfs(this.t, ["--role", "client", "--directory", this.dirUrl, "--certs", this.certs, "--cache", opts.cache ?? path.join(this.root, "cache"), ...args], opts);
+    return runDfs(this.t, ["--role", "client", "--directory", this.dirUrl, "--certs", this.certs, "--cache", opts.cache ?? path.join(this.root, "cache"), ...args], {
+      ...this.opts.exec,
+      ...(opts.stdin !== undefined ? { stdin: opts.stdin } : {}),
+      ...(opts.cwd !== undefined ? { cwd: opts.cwd } : {}),
+    });
   }
 
   async status(): Promise<StatusReply> {

@@ -46,6 +46,7 @@ export class DfsClient {
   private readonly leases = new Map<string, Lease>();
   private hello?: HelloReply;
   private txn?: Staged[];
+  private readonly releasing = new Set<Promise<unknown>>();
 
   constructor(private readonly init: ClientInit) {
     const common = { tls: init.tls, log: init.log, timeoutMs: 10_000 };
@@ -133,7 +134,8 @@ export class DfsClient {
     const own = !this.leases.has(path);
     const lease = await this.lock(path, { waitMs: this.init.lockWaitMs ?? 60_000 });
     try {
-      const baseVersion = await this.currentVersion(path);
+      // Only a transaction checks the version it started from; a plain write is fenced by its lock token.
+      const baseVersion = this.txn ? await this.currentVersion(path) : 0;
       const { chunkSize } = await this.config();
       const up = await upload(this.ctx(), source, chunkSize, opts.onProgress);
       if (lease.lost) throw lease.lost;
@@ -146,7 +148,11 @@ export class DfsClient {
       const reply = await this.commitFiles([staged], false);
       return { path, version: reply.versions[0]!.version, size: up.size, chunks: up.chunks.length, staged: false };
     } finally {
-      if (own && !this.txn) await this.unlock(path);
+      // Released in the background: the next request on the lock link queues behind the release anyway.
+      if (own && !this.txn) {
+        const p: Promise<unknown> = this.unlock(path).finally(() => this.releasing.delete(p));
+        this.releasing.add(p);
+      }
     }
   }
 
@@ -221,6 +227,7 @@ export class DfsClient {
   }
 
   async close(): Promise<void> {
+    await Promise.allSettled([...this.releasing]);
     for (const lease of this.leases.values()) await lease.release();
     this.leases.clear();
     await this.lockLink?.close();

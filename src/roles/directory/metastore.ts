@@ -242,7 +242,9 @@ class Store<R> implements MetaStore<R> {
     const durable = this.journal.appendEncoded(buf);
     durable.catch(() => undefined); // the journal logs its failure; callers that drop `durable` must not crash us
     this.lastDurable = durable;
-    if (++this.sinceSnapshot >= this.snapshotEvery && !this.autoSnap) {
+    // Also by size: a few huge records (bulk commits) must not leave a long journal to replay at start-up.
+    const due = ++this.sinceSnapshot >= this.snapshotEvery || this.journal.bytes > 64 * 1024 * 1024;
+    if (due && !this.autoSnap) {
       this.autoSnap = this.snapshot()
         .catch((err) => this.log.error("snapshot-failed", { dir: this.init.dir, err }))
         .finally(() => {

@@ -60,6 +60,12 @@ export class NodeTable {
     return true;
   }
 
+  /** Counts newly reported chunks at once, so status is current between heartbeats. */
+  bump(id: string, chunks: { size: number }[]): void {
+    const bytes = chunks.reduce((n, c) => n + c.size, 0);
+    this.db.run("UPDATE nodes SET chunks = chunks + ?, used = used + ?, free = MAX(0, free - ?) WHERE id=?", [chunks.length, bytes, bytes, id]);
+  }
+
   detach(peer: Peer): void {
     const id = this.byPeer.get(peer.id);
     if (!id) return;

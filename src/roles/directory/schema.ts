@@ -31,7 +31,8 @@ export type DirRecord =
   | { op: "mv"; from: string; to: string; token?: number }
   | { op: "replicas"; node: string; add: { hash: string; size: number }[] }
   | { op: "unreplicate"; node: string; hashes: string[] }
-  | { op: "reconcile"; node: string; hashes: string[] };
+  | { op: "reconcile"; node: string; hashes: string[] }
+  | { op: "gc"; hashes: string[] };
 
 /** Applies one record. Deterministic, and throws a DfsError to refuse it (nothing is journaled then). */
 export function applyRecord(db: Database, rec: DirRecord): void {
@@ -69,6 +70,21 @@ export function applyRecord(db: Database, rec: DirRecord): void {
         for (const h of rec.hashes) del.run([h, rec.node]);
       } finally {
         del.free();
+      }
+      return;
+    }
+    case "gc": {
+      // Only chunks still unreferenced go: a commit may have claimed one since the sweep chose it.
+      const del = db.prepare("DELETE FROM chunks WHERE hash=? AND refs=0");
+      const rep = db.prepare("DELETE FROM replicas WHERE hash=? AND NOT EXISTS (SELECT 1 FROM chunks WHERE hash=?)");
+      try {
+        for (const h of rec.hashes) {
+          del.run([h]);
+          rep.run([h, h]);
+        }
+      } finally {
+        del.free();
+        rep.free();
       }
       return;
     }

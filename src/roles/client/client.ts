@@ -1,7 +1,7 @@
 import os from "node:os";
 import type { CommitReply, FileInfo, HelloReply, ListEntry, StatusReply } from "../../protocol/directory.js";
 import { normalizePath } from "../../protocol/common.js";
-import { DfsError } from "../../protocol/errors.js";
+import { DfsError, toDfsError } from "../../protocol/errors.js";
 import type { LockGrant } from "../../protocol/lock.js";
 import { Link } from "../../transport/link.js";
 import { Pool } from "../../transport/pool.js";
@@ -46,6 +46,7 @@ export class DfsClient {
   private readonly leases = new Map<string, Lease>();
   private hello?: HelloReply;
   private txn?: Staged[];
+  private txnFailed?: DfsError;
   private readonly releasing = new Set<Promise<unknown>>();
 
   constructor(private readonly init: ClientInit) {
@@ -137,7 +138,11 @@ export class DfsClient {
       // Only a transaction checks the version it started from; a plain write is fenced by its lock token.
       const baseVersion = this.txn ? await this.currentVersion(path) : 0;
       const { chunkSize } = await this.config();
-      const up = await upload(this.ctx(), source, chunkSize, opts.onProgress);
+      const up = await upload(this.ctx(), source, chunkSize, opts.onProgress).catch((err) => {
+        // All or nothing: a transaction that lost one of its writes may not commit the others.
+        if (this.txn) this.txnFailed ??= toDfsError(err);
+        throw err;
+      });
       if (lease.lost) throw lease.lost;
       const staged: Staged = { path, ...up, token: lease.token, baseVersion };
       if (this.txn) {
@@ -195,6 +200,7 @@ export class DfsClient {
   begin(): void {
     if (this.txn) throw new DfsError("CONFLICT", "a transaction is already open; commit or abort it first");
     this.txn = [];
+    this.txnFailed = undefined;
   }
 
   get inTransaction(): boolean {
@@ -206,6 +212,9 @@ export class DfsClient {
     const files = this.txn;
     if (!files) throw new DfsError("BAD_REQUEST", "no transaction is open; start one with `begin`");
     try {
+      if (this.txnFailed) {
+        throw new DfsError("CONFLICT", `a write in this transaction failed (${this.txnFailed.message}); nothing was committed`);
+      }
       if (files.length === 0) return { versions: [] };
       for (const f of files) {
         const lease = this.leases.get(f.path);
@@ -214,6 +223,7 @@ export class DfsClient {
       return await this.commitFiles(files, true);
     } finally {
       this.txn = undefined;
+      this.txnFailed = undefined;
       for (const f of files) await this.unlock(f.path);
     }
   }
@@ -222,6 +232,7 @@ export class DfsClient {
     const files = this.txn;
     if (!files) throw new DfsError("BAD_REQUEST", "no transaction is open");
     this.txn = undefined;
+    this.txnFailed = undefined;
     for (const f of files) await this.unlock(f.path);
     return files.length;
   }

@@ -2,6 +2,7 @@ import type { Database } from "sql.js";
 import type { NodeState, NodeStatus, Replica } from "../../protocol/directory.js";
 import type { Peer } from "../../transport/actor.js";
 import type { Logger } from "../../log.js";
+import { prepared } from "./schema.js";
 
 interface Live {
   peer: Peer;
@@ -90,11 +91,18 @@ export class NodeTable {
 
   /** Replica locations of a chunk that are on live nodes. */
   liveReplicas(hash: string): Replica[] {
-    const res = this.db.exec(
-      "SELECT n.id, n.url FROM replicas r JOIN nodes n ON n.id = r.node WHERE r.hash=? AND n.state='up'",
-      [hash],
-    );
-    return (res[0]?.values ?? []).map(([id, url]) => ({ node: String(id), url: String(url) }));
+    const st = prepared(this.db, "SELECT n.id, n.url FROM replicas r JOIN nodes n ON n.id = r.node WHERE r.hash=? AND n.state='up'");
+    const out: Replica[] = [];
+    try {
+      st.bind([hash]);
+      while (st.step()) {
+        const [id, url] = st.get();
+        out.push({ node: String(id), url: String(url) });
+      }
+    } finally {
+      st.reset();
+    }
+    return out;
   }
 
   lockUrl(): string | null {

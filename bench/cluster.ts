@@ -1,0 +1,228 @@
+/**
+ * Child processes of the benchmark (dfs nodes and bench workers) and the multi-process cluster on
+ * loopback. Every child is tracked so that an exit or Ctrl-C of the bench kills them all.
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import fs from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { initCerts, loadCerts } from "../src/certs/index.js";
+import { logger } from "../src/log.js";
+import type { StatusReply } from "../src/protocol/directory.js";
+import type { Channel } from "../src/transport/channel.js";
+import { connect } from "../src/transport/connect.js";
+
+export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+/** The tsx loader, resolved here so that children started in any folder find it. */
+const TSX = import.meta.resolve("tsx");
+export const WORKER = path.join(ROOT, "bench/worker.ts");
+
+/** Extra node flags for every child (e.g. --cpu-prof), set by run.ts. */
+export const childNodeFlags: string[] = [];
+
+const live = new Set<Child>();
+
+/** Kills every child still running, at once (safe inside an 'exit' handler). */
+export function killAll(): void {
+  for (const c of live) if (c.alive) c.proc.kill("SIGKILL");
+}
+
+export interface VmFigures {
+  /** Peak resident set (VmHWM), bytes. */
+  hwm: number;
+  /** Current resident set (VmRSS), bytes. */
+  rss: number;
+}
+
+/** VmHWM / VmRSS of a process, from /proc/PID/status (Linux). */
+export function readVm(pid: number | "self"): VmFigures {
+  const text = fs.readFileSync(`/proc/${pid}/status`, "utf8");
+  const kb = (key: string) => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, "m").exec(text)?.[1] ?? NaN) * 1024;
+  return { hwm: kb("VmHWM"), rss: kb("VmRSS") };
+}
+
+/** A child node process: stdout read line by line (in order), stderr appended to a log file. */
+export class Child {
+  readonly proc: ChildProcess;
+  readonly exited: Promise<number | null>;
+  readonly started = performance.now();
+  private readonly lines: string[] = [];
+  private cursor = 0;
+  private partial = "";
+  private wake: (() => void)[] = [];
+  private closed = false;
+
+  /** Runs `node --import tsx ARGS`, or `bin ARGS` when a built executable is given. */
+  constructor(readonly name: string, args: string[], readonly logFile: string, env: NodeJS.ProcessEnv = {}, bin?: string) {
+    const err = fs.openSync(logFile, "a");
+    this.proc = spawn(bin ?? process.execPath, bin ? args : [...childNodeFlags, "--import", TSX, ...args], {
+      cwd: ROOT,
+      env: { ...process.env, ...env },
+      stdio: ["pipe", "pipe", err],
+    });
+    fs.closeSync(err);
+    live.add(this);
+    this.proc.stdout!.setEncoding("utf8").on("data", (d: string) => {
+      const parts = (this.partial + d).split("\n");
+      this.partial = parts.pop()!;
+      this.lines.push(...parts);
+      for (const w of this.wake.splice(0)) w();
+    });
+    this.proc.stdin!.on("error", () => {});
+    // "close", not "exit": by then stdout is drained, so a last message printed before exiting is not lost.
+    this.exited = new Promise((resolve) =>
+      this.proc.on("close", (code) => {
+        this.closed = true;
+        live.delete(this);
+        for (const w of this.wake.splice(0)) w();
+        resolve(code);
+      }),
+    );
+  }
+
+  get pid(): number {
+    return this.proc.pid!;
+  }
+
+  get alive(): boolean {
+    return this.proc.exitCode === null && this.proc.signalCode === null;
+  }
+
+  /** The last lines of its log, for error messages. */
+  tail(n = 15): string {
+    try {
+      return fs.readFileSync(this.logFile, "utf8").trimEnd().split("\n").slice(-n).join("\n");
+    } catch {
+      return "";
+    }
+  }
+
+  /** Waits for the next stdout line matching re (earlier lines are consumed). */
+  async next(re: RegExp, timeoutMs = 60_000): Promise<RegExpExecArray> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      while (this.cursor < this.lines.length) {
+        const m = re.exec(this.lines[this.cursor++]!);
+        if (m) return m;
+      }
+      if (this.closed) throw new Error(`${this.name} exited (${this.proc.exitCode ?? this.proc.signalCode}) before printing ${re}:\n${this.tail()}`);
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`${this.name} printed no ${re} within ${timeoutMs} ms:\n${this.tail()}`);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, left);
+        this.wake.push(() => (clearTimeout(t), resolve()));
+      });
+    }
+  }
+
+  /** Waits for the next `@@ {json}` message of a bench worker. */
+  async message<T>(timeoutMs = 600_000): Promise<T> {
+    const m = await this.next(/^@@ (.*)$/, timeoutMs);
+    const msg = JSON.parse(m[1]!) as T & { error?: string };
+    if (msg.error) throw new Error(`${this.name}: ${msg.error}\n${this.tail()}`);
+    return msg;
+  }
+
+  send(line: string): void {
+    this.proc.stdin!.write(line + "\n");
+  }
+
+  /** SIGTERM (a dfs node then closes cleanly), SIGKILL after graceMs. */
+  async stop(graceMs = 3000): Promise<void> {
+    if (!this.alive) return;
+    this.proc.kill("SIGTERM");
+    const t = setTimeout(() => this.proc.kill("SIGKILL"), graceMs);
+    await this.exited;
+    clearTimeout(t);
+  }
+
+  async kill(): Promise<void> {
+    if (this.alive) this.proc.kill("SIGKILL");
+    await this.exited;
+  }
+}
+
+/** Starts a bench worker (bench/worker.ts MODE CONFIG). */
+export function startWorker(name: string, mode: string, config: unknown, logDir: string): Child {
+  return new Child(name, [WORKER, mode, JSON.stringify(config)], path.join(logDir, `${name}.log`), { DFS_LOG_LEVEL: "warn" });
+}
+
+/**
+ * Starts one dfs node process and waits for its `listening on` line: `node --import tsx src/node.ts ARGS`,
+ * or the built executable named by DFS_BIN (as the tests do), to measure the shipped program.
+ */
+export async function startDfs(name: string, args: string[], logDir: string): Promise<{ child: Child; url: string; ms: number }> {
+  const bin = process.env.DFS_BIN;
+  const child = new Child(name, bin ? args : [path.join(ROOT, "src/node.ts"), ...args], path.join(logDir, `${name}.log`), {}, bin);
+  const m = await child.next(/listening on (wss:\/\/\S+)/, 120_000);
+  return { child, url: m[1]!, ms: performance.now() - child.started };
+}
+
+/** A client-certificate connection to a directory, for bench-side requests (status, metadata load). */
+export function directoryChannel(url: string, certs: string): Promise<Channel> {
+  return connect(url, { tls: loadCerts(certs, "client"), log: logger("bench"), expectRoles: ["directory"], what: "directory" });
+}
+
+/** Directory, lock service and storage nodes, each its own process, on loopback in `root`. */
+export class BenchCluster {
+  directory!: Child;
+  lock!: Child;
+  storage: Child[] = [];
+  dirUrl = "";
+  readonly certs: string;
+  readonly logs: string;
+
+  constructor(readonly root: string, private readonly opts: { storage: number; replicas: number }) {
+    this.certs = path.join(root, "certs");
+    this.logs = path.join(root, "logs");
+    fs.mkdirSync(this.logs, { recursive: true });
+  }
+
+  async makeCerts(): Promise<void> {
+    if (!fs.existsSync(path.join(this.certs, "ca.crt"))) await initCerts({ dir: this.certs });
+  }
+
+  async start(): Promise<this> {
+    await this.makeCerts();
+    const common = ["--port", "0", "--host", "127.0.0.1", "--certs", this.certs];
+    const dir = await startDfs("directory", ["--role", "directory", ...common, "--data", path.join(this.root, "directory"), "--replicas", String(this.opts.replicas)], this.logs);
+    this.directory = dir.child;
+    this.dirUrl = dir.url;
+    const withDir = [...common, "--directory", this.dirUrl];
+    const [lock, ...storage] = await Promise.all([
+      startDfs("lock", ["--role", "lock", ...withDir, "--data", path.join(this.root, "lock")], this.logs),
+      ...Array.from({ length: this.opts.storage }, (_, i) =>
+        startDfs(`storage-${i}`, ["--role", "storage", ...withDir, "--data", path.join(this.root, `storage-${i}`)], this.logs),
+      ),
+    ]);
+    this.lock = lock!.child;
+    this.storage = storage.map((s) => s.child);
+    await this.waitUp();
+    return this;
+  }
+
+  /** Polls dir.status until every storage node and the lock service are up. */
+  async waitUp(timeoutMs = 60_000): Promise<StatusReply> {
+    const ch = await directoryChannel(this.dirUrl, this.certs);
+    try {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const s = await ch.request<StatusReply>("dir.status", {});
+        const up = (role: string) => s.nodes.filter((n) => n.role === role && n.state === "up").length;
+        if (up("storage") >= this.opts.storage && up("lock") >= 1) return s;
+        if (Date.now() > deadline) throw new Error(`cluster not up after ${timeoutMs} ms: ${JSON.stringify(s.nodes)}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    } finally {
+      ch.close();
+    }
+  }
+
+  all(): Child[] {
+    return [this.directory, this.lock, ...this.storage].filter(Boolean);
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all(this.all().map((c) => c.stop()));
+  }
+}

@@ -1,0 +1,134 @@
+/**
+ * Metadata scale, on a directory process of its own (own data folder, no storage nodes): commit many
+ * zero-chunk files through dir.commit, then RSS, size on disk, restart time and dir.lookup latency.
+ */
+import { createHash } from "node:crypto";
+import fs from "node:fs";
+import path from "node:path";
+import type { Channel } from "../src/transport/channel.js";
+import { percentile } from "./baselines.js";
+import { directoryChannel, readVm, startDfs, type Child } from "./cluster.js";
+
+const EMPTY_SHA = createHash("sha256").digest("hex");
+const BATCH = 10_000;
+const PER_FOLDER = 1000;
+
+export interface MetaResult {
+  files: number;
+  batch: number;
+  commitSeconds: number;
+  commitFilesPerSec: number;
+  /** After the load, before the restart. */
+  rssBytes: number;
+  peakRssBytes: number;
+  /** After the restart (journal replay). */
+  restartRssBytes: number;
+  restartPeakRssBytes: number;
+  snapshotBytes: number | null;
+  journalBytes: number;
+  diskBytes: number;
+  diskNote: string;
+  restartMs: number;
+  restartListeningMs: number;
+  emptyStartMs: number;
+  lookups: number;
+  lookupP50Ms: number;
+  lookupP99Ms: number;
+  lookupP50BeforeRestartMs: number;
+}
+
+const filePath = (i: number) => `/meta/d${String(Math.floor(i / PER_FOLDER)).padStart(4, "0")}/f${String(i).padStart(7, "0")}`;
+
+async function lookups(ch: Channel, files: number, n: number): Promise<number[]> {
+  const lat: number[] = [];
+  for (let k = 0; k < n + 100; k++) {
+    const i = Math.floor(Math.random() * files);
+    const t0 = performance.now();
+    const info = await ch.request<{ size: number; path: string }>("dir.lookup", { path: filePath(i) });
+    const ms = performance.now() - t0;
+    if (info.path !== filePath(i)) throw new Error(`dir.lookup answered ${info.path} for ${filePath(i)}`);
+    if (k >= 100) lat.push(ms); // the first 100 warm up
+  }
+  return lat.sort((a, b) => a - b);
+}
+
+function metaFiles(dir: string): { snapshot: number | null; journals: number } {
+  let snapshot: number | null = null;
+  let journals = 0;
+  for (const name of fs.readdirSync(dir)) {
+    const size = fs.statSync(path.join(dir, name)).size;
+    if (name === "snapshot.db") snapshot = size;
+    else if (/^journal\.\d+$/.test(name)) journals += size;
+  }
+  return { snapshot, journals };
+}
+
+export async function metadataScale(root: string, certs: string, logDir: string, files: number, progress: (s: string) => void): Promise<MetaResult> {
+  const data = path.join(root, "meta-directory");
+  const args = ["--role", "directory", "--port", "0", "--host", "127.0.0.1", "--certs", certs, "--data", data];
+  let dir: { child: Child; url: string; ms: number } | undefined;
+  let ch: Channel | undefined;
+  try {
+    dir = await startDfs("meta-directory", args, logDir);
+    const emptyStartMs = dir.ms;
+    ch = await directoryChannel(dir.url, certs);
+    progress(`metadata: committing ${files} zero-chunk files in batches of ${BATCH}`);
+    const t0 = performance.now();
+    let lastReport = t0;
+    // Two batches in flight: the next one crosses the wire while the directory applies the current one.
+    let next = 0;
+    const lane = async () => {
+      while (next < files) {
+        const from = next;
+        next = Math.min(files, next + BATCH);
+        const batch = [];
+        for (let i = from; i < next; i++) batch.push({ path: filePath(i), size: 0, sha256: EMPTY_SHA, chunks: [], token: 1 });
+        await ch!.request("dir.commit", { files: batch }, { timeoutMs: 600_000 });
+        if (performance.now() - lastReport > 10_000) {
+          lastReport = performance.now();
+          progress(`metadata: ${next} files committed (${((next / (lastReport - t0)) * 1000).toFixed(0)} files/s)`);
+        }
+      }
+    };
+    await Promise.all([lane(), lane()]);
+    const commitSeconds = (performance.now() - t0) / 1000;
+    progress(`metadata: ${files} files committed in ${commitSeconds.toFixed(1)} s; lookups before restart`);
+    const before = await lookups(ch, files, 500);
+    const vm = readVm(dir.child.pid);
+    const disk = metaFiles(path.join(data, "meta"));
+    ch.close();
+
+    progress("metadata: killing the directory (SIGKILL) and restarting it on the same data");
+    await dir.child.kill();
+    const r0 = performance.now();
+    dir = await startDfs("meta-directory-restarted", args, logDir);
+    const restartListeningMs = performance.now() - r0;
+    ch = await directoryChannel(dir.url, certs);
+    for (;;) {
+      try {
+        await ch.request("dir.lookup", { path: filePath(files - 1) });
+        break;
+      } catch (err) {
+        if (performance.now() - r0 > 600_000) throw err;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
+    const restartMs = performance.now() - r0;
+    progress(`metadata: restart ${(restartMs / 1000).toFixed(2)} s; ${2000} random dir.lookup`);
+    const after = await lookups(ch, files, 2000);
+    const vm2 = readVm(dir.child.pid);
+    return {
+      files, batch: BATCH, commitSeconds, commitFilesPerSec: files / commitSeconds,
+      rssBytes: vm.rss, peakRssBytes: vm.hwm, restartRssBytes: vm2.rss, restartPeakRssBytes: vm2.hwm,
+      snapshotBytes: disk.snapshot, journalBytes: disk.journals, diskBytes: (disk.snapshot ?? 0) + disk.journals,
+      diskNote: disk.snapshot === null
+        ? `no snapshot.db yet after ${Math.ceil(files / BATCH)} commit records: size = journal files (${disk.journals} bytes)`
+        : `snapshot.db ${disk.snapshot} bytes + journals ${disk.journals} bytes`,
+      restartMs, restartListeningMs, emptyStartMs,
+      lookups: after.length, lookupP50Ms: percentile(after, 50), lookupP99Ms: percentile(after, 99), lookupP50BeforeRestartMs: percentile(before, 50),
+    };
+  } finally {
+    ch?.close();
+    await dir?.child.stop();
+  }
+}

@@ -1,0 +1,145 @@
+/** The file workloads against the running cluster: one large file, then many small files. */
+import { randomFillSync } from "node:crypto";
+import fs from "node:fs/promises";
+import path from "node:path";
+import { percentile } from "./baselines.js";
+import { startWorker, type BenchCluster, type Child } from "./cluster.js";
+
+const MiB = 1024 * 1024;
+
+interface WorkerResult {
+  ms: number;
+  bytes: number;
+  vm: { hwm: number; rss: number };
+  stats: Record<string, number>;
+}
+
+export interface TransferFigure {
+  MiBs: number;
+  ms: number;
+  bytes: number;
+  clientPeakRss: number;
+  stats: Record<string, number>;
+}
+
+export interface LargeResult {
+  size: number;
+  write: TransferFigure;
+  coldRead: TransferFigure;
+  warmRead: TransferFigure;
+  note: string;
+}
+
+/** Writes `size` bytes of random data to a local file, 16 MiB at a time. */
+async function makeFile(file: string, size: number): Promise<void> {
+  const fh = await fs.open(file, "w");
+  const buf = Buffer.allocUnsafe(16 * MiB);
+  for (let done = 0; done < size; done += buf.length) {
+    randomFillSync(buf);
+    await fh.write(buf, 0, Math.min(buf.length, size - done));
+  }
+  await fh.close();
+}
+
+async function runOnce(name: string, mode: string, config: unknown, logDir: string): Promise<TransferFigure> {
+  const w = startWorker(name, mode, config, logDir);
+  const r = await w.message<WorkerResult>(3_600_000);
+  await w.exited;
+  return { MiBs: r.bytes / MiB / (r.ms / 1000), ms: r.ms, bytes: r.bytes, clientPeakRss: r.vm.hwm, stats: r.stats };
+}
+
+/** Large file: write from a local file, cold read (empty cache), warm read (same cache), each its own client process. */
+export async function largeFile(cluster: BenchCluster, size: number, progress: (s: string) => void): Promise<LargeResult> {
+  const file = path.join(cluster.root, "large.bin");
+  progress(`large file: making ${(size / MiB).toFixed(0)} MiB of random data`);
+  await makeFile(file, size);
+  const cache = path.join(cluster.root, "cache-large");
+  const common = { dirUrl: cluster.dirUrl, certs: cluster.certs, cacheDir: cache, cacheBytes: size + 256 * MiB, remote: "/large.bin" };
+  progress("large file: write");
+  const write = await runOnce("large-write", "large-write", { ...common, cacheDir: path.join(cluster.root, "cache-writer"), file }, cluster.logs);
+  await fs.rm(file, { force: true });
+  progress(`large file: write ${write.MiBs.toFixed(1)} MiB/s; cold read`);
+  const coldRead = await runOnce("large-cold-read", "large-read", common, cluster.logs);
+  progress(`large file: cold read ${coldRead.MiBs.toFixed(1)} MiB/s; warm read`);
+  const warmRead = await runOnce("large-warm-read", "large-read", common, cluster.logs);
+  progress(`large file: warm read ${warmRead.MiBs.toFixed(1)} MiB/s`);
+  await fs.rm(cache, { recursive: true, force: true });
+  return {
+    size, write, coldRead, warmRead,
+    note: "timed inside each client process from the call to its return (connect excluded); reads drop the data (not written to a local file); " +
+      "the cold read finds the chunks in the storage nodes' page cache, the warm read finds them in the client cache (page cache too)",
+  };
+}
+
+export interface OpFigure {
+  ops: number;
+  errors: number;
+  firstError?: string;
+  seconds: number;
+  opsPerSec: number;
+  p50Ms: number;
+  p99Ms: number;
+}
+
+export interface SmallResult {
+  clients: number;
+  processes: number;
+  sets: { name: string; count: number; size: number }[];
+  phases: Record<string, OpFigure>;
+  workerPeakRss: number[];
+  note: string;
+}
+
+export interface SmallOptions {
+  count1k: number;
+  count64k: number;
+  clients: number;
+  processes: number;
+  lsPerClient: number;
+}
+
+/** Small files: `clients` DfsClient instances spread over `processes` worker processes, all working at once per phase. */
+export async function smallFiles(cluster: BenchCluster, o: SmallOptions, progress: (s: string) => void): Promise<SmallResult> {
+  const sets = [
+    { name: "1k", count: o.count1k, size: 1024 },
+    { name: "64k", count: o.count64k, size: 64 * 1024 },
+  ];
+  const per = Math.ceil(o.clients / o.processes);
+  const workers: Child[] = [];
+  for (let p = 0, first = 0; p < o.processes && first < o.clients; p++, first += per) {
+    workers.push(startWorker(`small-${p}`, "small", {
+      dirUrl: cluster.dirUrl, certs: cluster.certs, cacheDir: path.join(cluster.root, "cache-small"),
+      clients: Math.min(per, o.clients - first), first, total: o.clients, sets, lsPerClient: o.lsPerClient,
+    }, cluster.logs));
+  }
+  try {
+    await Promise.all(workers.map((w) => w.message(120_000)));
+    const phases: Record<string, OpFigure> = {};
+    for (const phase of ["write:1k", "read:1k", "write:64k", "read:64k", "stat:1k", "ls:1k", "lock:1k"]) {
+      const t0 = performance.now();
+      for (const w of workers) w.send(`go ${phase}`);
+      const results = await Promise.all(workers.map((w) => w.message<{ lat: number[]; errors: number; firstError?: string }>(3_600_000)));
+      const seconds = (performance.now() - t0) / 1000;
+      const lat = results.flatMap((r) => r.lat).sort((a, b) => a - b);
+      const errors = results.reduce((n, r) => n + r.errors, 0);
+      phases[phase] = {
+        ops: lat.length, errors, firstError: results.find((r) => r.firstError)?.firstError, seconds,
+        opsPerSec: lat.length / seconds, p50Ms: percentile(lat, 50), p99Ms: percentile(lat, 99),
+      };
+      const f = phases[phase]!;
+      progress(`small files: ${phase} ${f.ops} ops, ${f.opsPerSec.toFixed(0)}/s, p50 ${f.p50Ms.toFixed(2)} ms, p99 ${f.p99Ms.toFixed(2)} ms${errors ? `, ${errors} errors (${f.firstError})` : ""}`);
+    }
+    for (const w of workers) w.send("exit");
+    const done = await Promise.all(workers.map((w) => w.message<{ vm: { hwm: number } }>(60_000)));
+    await Promise.all(workers.map((w) => w.exited));
+    return {
+      clients: o.clients, processes: workers.length, sets, phases, workerPeakRss: done.map((d) => d.vm.hwm),
+      note: `${o.clients} DfsClient instances in ${workers.length} worker processes, each client one op at a time; ops/s = all ops / wall time ` +
+        "from 'go' to the last worker's answer; a write = DfsClient.write (lock, place, put along a chain of 2, commit, unlock); " +
+        "a read = lookup + get from a neighbour client's files (cold cache); stat = dir.lookup; ls = dir.list of the client's own folder; " +
+        "lock = lock.acquire + lock.release of each 1 KiB path (the part of a write spent on the lock service)",
+    };
+  } finally {
+    for (const w of workers) if (w.alive) void w.kill();
+  }
+}

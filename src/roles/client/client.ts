@@ -107,7 +107,7 @@ export class DfsClient {
     const link = await this.lockService();
     const ttlMs = this.init.lockTtlMs ?? 10_000;
     const waitMs = opts.waitMs ?? 0;
-    const g = await link.request<LockGrant>("lock.acquire", { path, ttlMs, waitMs, owner: `${os.userInfo().username}@${os.hostname()}` }, {
+    const g = await link.request<LockGrant>("lock.acquire", { path, ttlMs, waitMs, owner: lockOwner() }, {
       timeoutMs: waitMs + 15_000,
     });
     const lease = new Lease(link, path, g.token, g.expiresAt, ttlMs, this.init.log);
@@ -245,4 +245,19 @@ export class DfsClient {
     await this.dirLink.close();
     await this.pool.close();
   }
+}
+
+let owner: string | undefined;
+/** Who holds a lock, as others are told: user@host (looked up once; getpwuid is not free). */
+function lockOwner(): string {
+  if (owner === undefined) {
+    let user = "unknown";
+    try {
+      user = os.userInfo().username;
+    } catch {
+      // No passwd entry (e.g. an arbitrary uid in a container): the host name still helps.
+    }
+    owner = `${user}@${os.hostname()}`;
+  }
+  return owner;
 }

@@ -39,7 +39,7 @@ export class NodeTable {
     }
     this.live.set(id, { peer, heard: Date.now() });
     this.byPeer.set(peer.id, id);
-    this.db.run("UPDATE nodes SET state='up', seen=?, free=?, used=?, chunks=? WHERE id=?", [
+    this.run("UPDATE nodes SET state='up', seen=?, free=?, used=?, chunks=? WHERE id=?", [
       Date.now(), figures.free, figures.used, figures.chunks, id,
     ]);
     this.log.info("node up", { id, remote: peer.remote });
@@ -55,7 +55,7 @@ export class NodeTable {
     if (!id) return false;
     const l = this.live.get(id);
     if (l) l.heard = Date.now();
-    this.db.run("UPDATE nodes SET state='up', seen=?, free=?, used=?, chunks=? WHERE id=?", [
+    this.run("UPDATE nodes SET state='up', seen=?, free=?, used=?, chunks=? WHERE id=?", [
       Date.now(), figures.free, figures.used, figures.chunks, id,
     ]);
     return true;
@@ -64,7 +64,7 @@ export class NodeTable {
   /** Counts newly reported chunks at once, so status is current between heartbeats. */
   bump(id: string, chunks: { size: number }[]): void {
     const bytes = chunks.reduce((n, c) => n + c.size, 0);
-    this.db.run("UPDATE nodes SET chunks = chunks + ?, used = used + ?, free = MAX(0, free - ?) WHERE id=?", [chunks.length, bytes, bytes, id]);
+    this.run("UPDATE nodes SET chunks = chunks + ?, used = used + ?, free = MAX(0, free - ?) WHERE id=?", [chunks.length, bytes, bytes, id]);
   }
 
   detach(peer: Peer): void {
@@ -83,10 +83,17 @@ export class NodeTable {
 
   /** Live storage nodes, for placement and reads. */
   upStorage(): { id: string; url: string; zone: string; free: number }[] {
-    const res = this.db.exec("SELECT id, url, zone, free FROM nodes WHERE role='storage' AND state='up'");
-    return (res[0]?.values ?? []).map(([id, url, zone, free]) => ({
-      id: String(id), url: String(url), zone: String(zone), free: Number(free),
-    }));
+    const st = prepared(this.db, "SELECT id, url, zone, free FROM nodes WHERE role='storage' AND state='up'");
+    const out: { id: string; url: string; zone: string; free: number }[] = [];
+    try {
+      while (st.step()) {
+        const [id, url, zone, free] = st.get();
+        out.push({ id: String(id), url: String(url), zone: String(zone), free: Number(free) });
+      }
+    } finally {
+      st.reset();
+    }
+    return out;
   }
 
   /** Replica locations of a chunk that are on live nodes. */
@@ -129,6 +136,10 @@ export class NodeTable {
 
   close(): void {
     clearInterval(this.timer);
+  }
+
+  private run(sql: string, params: (string | number)[]): void {
+    prepared(this.db, sql).run(params);
   }
 
   private sweep(): void {

@@ -155,8 +155,11 @@ export async function openMetaStore<R>(init: MetaStoreInit<R>): Promise<MetaStor
   const snap = await readSnapshot(path.join(dir, SNAPSHOT));
   const db = snap ? new SQL.Database(snap.data) : new SQL.Database();
   // Our journal is what makes changes durable; SQLite's own rollback journal in sql.js's in-memory file
-  // system only costs a file create and delete per transaction. MEMORY keeps ROLLBACK working.
-  db.exec("PRAGMA journal_mode=MEMORY; PRAGMA synchronous=OFF;");
+  // system only costs a file create and delete per transaction (statement journals and sorts likewise
+  // use temp files unless temp_store is MEMORY). MEMORY keeps ROLLBACK working. Nobody else opens this
+  // database, so it may keep its lock: otherwise every statement re-locks and re-checks the file through
+  // the emulated file system, which made a one-row SELECT cost ~13 µs instead of ~1 µs.
+  db.exec("PRAGMA journal_mode=MEMORY; PRAGMA synchronous=OFF; PRAGMA temp_store=MEMORY; PRAGMA locking_mode=EXCLUSIVE;");
   try {
     if (!snap) db.exec(init.schema);
     const baseGen = snap?.gen ?? 1;

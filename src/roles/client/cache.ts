@@ -12,6 +12,7 @@ export class ChunkCache {
   /** hash -> size, in recency order (oldest first): a Map keeps insertion order, and a hit re-inserts. */
   private readonly entries = new Map<string, number>();
   private used = 0;
+  private readonly fanouts = new Set<string>();
 
   constructor(
     private readonly dir: string,
@@ -73,7 +74,11 @@ export class ChunkCache {
   async put(hash: string, data: Uint8Array): Promise<void> {
     if (this.entries.has(hash) || data.length > this.maxBytes) return;
     const file = this.file(hash);
-    await fs.mkdir(path.dirname(file), { recursive: true });
+    const fanout = path.dirname(file);
+    if (!this.fanouts.has(fanout)) {
+      await fs.mkdir(fanout, { recursive: true });
+      this.fanouts.add(fanout);
+    }
     const tmp = path.join(this.dir, `tmp-${randomUUID()}`);
     await fs.writeFile(tmp, data);
     await fs.rename(tmp, file);

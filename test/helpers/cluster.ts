@@ -16,9 +16,26 @@ export function dfsCommand(): { cmd: string; pre: string[] } {
   return { cmd: process.execPath, pre: ["--import", import.meta.resolve("tsx"), path.join(ROOT, "src/node.ts")] };
 }
 
+/** Processes each test started, so that its folders are removed only once they have all exited. */
+const procsOf = new WeakMap<TestContext, Set<Proc>>();
+/** Every process started from this test file: killed when it exits, whatever a failing hook skipped. */
+const everyProc = new Set<Proc>();
+process.on("exit", () => {
+  for (const p of everyProc) if (p.alive) p.child.kill("SIGKILL");
+});
+
 export function tmpDir(t: TestContext, prefix = "dfs-test-"): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
-  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  t.after(async () => {
+    // A node still running could write into the folder while it is being removed.
+    await Promise.all([...(procsOf.get(t) ?? [])].map((p) => p.kill()));
+    try {
+      fs.rmSync(dir, { recursive: true, force: true, maxRetries: 5 });
+    } catch (err) {
+      // A leftover temp folder must not fail the test, nor stop the hooks that kill its processes.
+      t.diagnostic(`could not remove ${dir}: ${(err as Error).message}`);
+    }
+  });
   return dir;
 }
 
@@ -91,6 +108,9 @@ export function spawnDfs(t: TestContext, args: string[], opts: DfsExec = {}): Pr
     stdio: ["pipe", "pipe", "pipe"],
   });
   const p = new Proc(child, args);
+  if (!procsOf.has(t)) procsOf.set(t, new Set());
+  procsOf.get(t)!.add(p);
+  everyProc.add(p);
   t.after(() => p.kill());
   return p;
 }

@@ -48,7 +48,7 @@ async function largeWrite(cfg: ClientConfig & { file: string; remote: string }):
   const c = client(cfg);
   await c.connect();
   const t0 = performance.now();
-  const r = await c.write(cfg.remote, createReadStream(cfg.file, { highWaterMark: 1024 * 1024 }));
+  const r = await c.write(cfg.remote, createReadStream(cfg.file, { highWaterMark: 4 * 1024 * 1024 }));
   const ms = performance.now() - t0;
   await c.close();
   say({ ms, bytes: r.size, chunks: r.chunks, vm: readVm("self"), stats: c.stats });

@@ -4,6 +4,7 @@ import test, { type TestContext } from "node:test";
 import { initCerts, loadCerts } from "../src/certs/index.js";
 import { DfsError } from "../src/protocol/errors.js";
 import { Actor, Router, type Handler } from "../src/transport/actor.js";
+import { decode, encodeParts, Kind } from "../src/transport/codec.js";
 import { connect } from "../src/transport/connect.js";
 import { Link } from "../src/transport/link.js";
 import { listen } from "../src/transport/server.js";
@@ -126,4 +127,16 @@ test("a link reconnects with backoff and re-registers after the server restarts"
   server = await listen({ host: "127.0.0.1", port, tls: loadCerts(certs, "directory"), router, log });
   t.after(() => server.close());
   await waitFor(() => registrations === 2 && link.up, "re-registration");
+});
+
+test("a large binary body leaves in two fragments that decode to the same envelope, copying nothing", () => {
+  const data = Buffer.alloc(300_000, 7);
+  const env = { kind: Kind.Request, id: 42, type: "store.put", body: { hash: "h", data, chain: ["wss://a:1"] } } as const;
+  const parts = encodeParts(env);
+  assert.ok(Array.isArray(parts), "split in two");
+  assert.equal(parts[1], data, "the payload is the caller's buffer itself");
+  const back = decode(Buffer.concat([parts[0], parts[1]]));
+  assert.deepEqual(back, env);
+  // Small bodies stay one frame.
+  assert.ok(!Array.isArray(encodeParts({ kind: Kind.Reply, id: 1, body: { data: Buffer.alloc(10) } })));
 });

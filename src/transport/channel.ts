@@ -2,7 +2,7 @@ import type { WebSocket } from "ws";
 import { DfsError, toDfsError } from "../protocol/errors.js";
 import type { Logger } from "../log.js";
 import type { Peer, RequestOptions, Router } from "./actor.js";
-import { decode, encode, Kind, type Envelope } from "./codec.js";
+import { decode, encode, encodeParts, Kind, type Envelope } from "./codec.js";
 
 export interface ChannelInit {
   socket: WebSocket;
@@ -80,7 +80,7 @@ export class Channel implements Peer {
         opts.signal.addEventListener("abort", p.onAbort, { once: true });
       }
       this.pending.set(id, p);
-      this.send(encode({ kind: Kind.Request, id, type, body })).catch((err) => this.settle(id)?.reject(err));
+      this.send(encodeParts({ kind: Kind.Request, id, type, body })).catch((err) => this.settle(id)?.reject(err));
     });
   }
 
@@ -105,17 +105,25 @@ export class Channel implements Peer {
     this.ws.terminate();
   }
 
-  /** Sends a frame, waiting first while too many bytes are still queued on the socket. */
-  private async send(frame: Buffer): Promise<void> {
+  /** Sends a message, waiting first while too many bytes are still queued on the socket. */
+  private async send(frame: Buffer | [Buffer, Uint8Array]): Promise<void> {
     while (this.buffered > this.highWater && !this._closed) {
       await new Promise<void>((resolve) => this.drainWaiters.push(resolve));
     }
     if (this._closed) throw this.closedError();
-    this.buffered += frame.length;
-    this.ws.send(frame, { binary: true }, () => {
-      this.buffered -= frame.length;
+    const size = Array.isArray(frame) ? frame[0].length + frame[1].length : frame.length;
+    this.buffered += size;
+    const done = () => {
+      this.buffered -= size;
       if (this.buffered <= this.highWater / 2) for (const w of this.drainWaiters.splice(0)) w();
-    });
+    };
+    if (Array.isArray(frame)) {
+      // Two fragments of one message, queued back to back so that nothing can come between them.
+      this.ws.send(frame[0], { binary: true, fin: false });
+      this.ws.send(frame[1], { binary: true, fin: true }, done);
+    } else {
+      this.ws.send(frame, { binary: true }, done);
+    }
   }
 
   private onFrame(data: Buffer, isBinary: boolean): void {
@@ -151,7 +159,7 @@ export class Channel implements Peer {
 
   private serve(id: number, type: string, body: unknown): void {
     this.route(type, body).then(
-      (reply) => this.send(encode({ kind: Kind.Reply, id, body: reply ?? null })),
+      (reply) => this.send(encodeParts({ kind: Kind.Reply, id, body: reply ?? null })),
       (err) => this.send(encode({ kind: Kind.Error, id, error: toDfsError(err) })),
     ).catch(() => {
       // The connection went away before the answer could be sent; nobody is left to tell.

@@ -40,6 +40,33 @@ export function encode(env: Envelope): Buffer {
   }
 }
 
+/** Binary bodies at least this large leave as a separate WebSocket fragment instead of being copied. */
+const ZERO_COPY_BYTES = 64 * 1024;
+const EMPTY = Buffer.alloc(0);
+
+/**
+ * Encodes a request or reply whose body carries a large `data` field without copying those bytes:
+ * the envelope is packed with `data` last and empty, and its empty bin header is replaced by a bin32
+ * header for the real length, so that header + data is exactly the msgpack of the whole envelope.
+ * The two parts go out as fragments of one WebSocket message; the receiver decodes it as usual.
+ */
+export function encodeParts(env: Envelope): Buffer | [Buffer, Uint8Array] {
+  const body = env.kind === Kind.Request || env.kind === Kind.Reply ? env.body : undefined;
+  const data = (body as { data?: unknown } | null | undefined)?.data;
+  if (!(data instanceof Uint8Array) || data.length < ZERO_COPY_BYTES || Object.getPrototypeOf(body) !== Object.prototype) {
+    return encode(env);
+  }
+  const { data: _ignored, ...rest } = body as Record<string, unknown>;
+  const head = encode({ ...env, body: { ...rest, data: EMPTY } } as Envelope);
+  // msgpack of an empty bin is c4 00; it is the last thing in the frame since data is the last field.
+  if (head[head.length - 2] !== 0xc4 || head[head.length - 1] !== 0x00) return encode(env);
+  const out = Buffer.allocUnsafe(head.length + 3);
+  head.copy(out, 0, 0, head.length - 2);
+  out[head.length - 2] = 0xc6;
+  out.writeUInt32BE(data.length, head.length - 1);
+  return [out, data];
+}
+
 /**
  * Decodes and checks the envelope's shape. Throws DfsError BAD_REQUEST with `details.id` set
  * when the frame was recognisably a request, so the caller can answer it.

@@ -52,7 +52,8 @@ export const COMMANDS: Record<string, Command> = {
         if (!st) throw new DfsError("NOT_FOUND", `no such local file: ${file}`);
         if (!st.isFile()) throw new DfsError("BAD_REQUEST", `${file} is not a regular file`);
         total = st.size;
-        source = createReadStream(file, { highWaterMark: 1024 * 1024 });
+        // Reads of a whole default chunk, so chunks need no copying together.
+        source = createReadStream(file, { highWaterMark: 4 * 1024 * 1024 });
       }
       const bar = progressBar(io.stderr, `write ${remote}`, total);
       try {

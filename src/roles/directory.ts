@@ -107,15 +107,15 @@ export async function createDirectory(components: { log: Logger }, init: Directo
       allow: CLIENTS,
       parse: parser(dirSchemas.place),
       handle: (b: ReturnType<typeof dirSchemas.place.parse>): PlaceReply => {
-        const candidates = nodes.upStorage().filter((n) => !b.exclude.includes(n.id));
+        const up = nodes.upStorage();
         const chunks = b.chunks.map(({ hash, size }) => {
-          const existing = nodes.liveReplicas(hash);
+          const existing = nodes.liveReplicas(hash).map((r) => r.node);
           const want = init.replicas - existing.length;
           if (want <= 0) return { hash, targets: [] };
-          const zoneOf = new Map(candidates.map((c) => [c.id, c.zone]));
-          const targets = pickTargets(candidates, size, want, existing.map((e) => ({ node: e.node, zone: zoneOf.get(e.node) ?? "" })));
+          const targets = pickTargets(up, size, want, { existing, exclude: b.exclude });
           if (existing.length + targets.length < init.minReplicas) {
-            throw notEnoughNodes(candidates.filter((c) => c.free >= size).length, init.minReplicas);
+            const withRoom = up.filter((n) => !b.exclude.includes(n.id) && n.free >= size).length;
+            throw notEnoughNodes(withRoom, init.minReplicas);
           }
           return { hash, targets };
         });
@@ -203,7 +203,6 @@ export async function createDirectory(components: { log: Logger }, init: Directo
         nodes.close();
         repairer.close();
         gc.close();
-        ns.close();
         await store.close();
       })();
       return closing;

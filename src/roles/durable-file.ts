@@ -2,25 +2,40 @@ import { randomUUID } from "node:crypto";
 import fs from "node:fs/promises";
 import path from "node:path";
 
+/** Makes a folder's entries (new, renamed or removed names) durable. */
+export async function syncDir(dir: string): Promise<void> {
+  let d: fs.FileHandle | undefined;
+  try {
+    d = await fs.open(dir, "r");
+    await d.sync();
+  } catch (err) {
+    // Some platforms and file systems refuse to fsync a folder; nothing more can be done there.
+    if (!["EISDIR", "EINVAL", "EPERM", "EBADF"].includes((err as NodeJS.ErrnoException).code ?? "")) throw err;
+  } finally {
+    await d?.close();
+  }
+}
+
+/** Writes `data` to a new file (by default one that must not exist yet) and fsyncs it. */
+export async function writeSynced(file: string, data: string | Uint8Array | Uint8Array[], flag = "wx"): Promise<void> {
+  const fh = await fs.open(file, flag, 0o644);
+  try {
+    if (Array.isArray(data)) await fh.writev(data);
+    else await fh.writeFile(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
 /** Replaces a small file atomically and durably: temp file, fsync, rename, fsync of the folder. */
 export async function writeFileDurable(file: string, data: string | Uint8Array): Promise<void> {
   const dir = path.dirname(file);
   await fs.mkdir(dir, { recursive: true });
   const tmp = path.join(dir, `.${path.basename(file)}.${randomUUID()}.tmp`);
-  const fh = await fs.open(tmp, "wx", 0o644);
-  try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
+  await writeSynced(tmp, data);
   await fs.rename(tmp, file);
-  const d = await fs.open(dir, "r");
-  try {
-    await d.sync();
-  } finally {
-    await d.close();
-  }
+  await syncDir(dir);
 }
 
 /** A node id kept in `file`: made once, the same on every later start. */

@@ -68,16 +68,16 @@ export async function createStorage(components: StorageComponents, init: Storage
   async function copy(b: CopyBody): Promise<{ copied: number }> {
     let copied = 0;
     for (const c of b.chunks) {
-      if (await chunks.has(c.hash)) {
-        // Asked to copy what we hold: our copy may be the bad one that got us delisted, so check it.
-        try {
-          await reporter.report(c.hash, (await chunks.get(c.hash, { verify: true })).length);
-          continue;
-        } catch (err) {
-          if (toDfsError(err).code !== "CORRUPT") throw err;
+      // Asked to copy what we may already hold: our copy may be the bad one that got us delisted, so check it.
+      try {
+        await reporter.report(c.hash, (await chunks.get(c.hash, { verify: true })).length);
+        continue;
+      } catch (err) {
+        const code = toDfsError(err).code;
+        if (code === "CORRUPT") {
           log.warn("own copy corrupt, replacing it", { hash: c.hash });
           await chunks.delete(c.hash);
-        }
+        } else if (code !== "NOT_FOUND") throw err;
       }
       for (const from of c.from) {
         try {

@@ -2,6 +2,7 @@ import type { Database } from "sql.js";
 import type { Logger } from "../../log.js";
 import type { NodeTable } from "./nodes.js";
 import type { DirRecord } from "./schema.js";
+import { all } from "./sql.js";
 
 export interface GcInit {
   /** How long a chunk must stay unreferenced before it is deleted: uploads in progress own chunks no file names yet. */
@@ -33,8 +34,7 @@ export class Collector {
   async sweep(): Promise<void> {
     const { db, nodes, log } = this.components;
     const now = Date.now();
-    const res = db.exec("SELECT hash FROM chunks WHERE refs=0 LIMIT 10000");
-    const unreferenced = new Set((res[0]?.values ?? []).map(([h]) => String(h)));
+    const unreferenced = new Set(all(db, "SELECT hash FROM chunks WHERE refs=0 LIMIT 10000").map(([h]) => String(h)));
     for (const h of this.seen.keys()) if (!unreferenced.has(h)) this.seen.delete(h);
     const due: string[] = [];
     for (const h of unreferenced) {
@@ -43,19 +43,14 @@ export class Collector {
       else if (now - since >= this.init.graceMs) due.push(h);
     }
     if (due.length === 0) return;
+    // Who holds them is read before the record drops their replica rows.
     const holders = new Map<string, string[]>();
-    const st = db.prepare("SELECT node FROM replicas WHERE hash=?");
-    try {
-      for (const h of due) {
-        st.bind([h]);
-        while (st.step()) {
-          const node = String(st.get()[0]);
-          holders.set(node, [...(holders.get(node) ?? []), h]);
-        }
-        st.reset();
+    for (const h of due) {
+      for (const [node] of all(db, "SELECT node FROM replicas WHERE hash=?", [h])) {
+        const list = holders.get(String(node));
+        if (list) list.push(h);
+        else holders.set(String(node), [h]);
       }
-    } finally {
-      st.free();
     }
     await this.components.commit({ op: "gc", hashes: due });
     for (const h of due) this.seen.delete(h);

@@ -4,6 +4,7 @@ import CRC32 from "crc-32";
 import { pack, unpack } from "msgpackr";
 import { DfsError } from "../../protocol/errors.js";
 import { logger, type Logger } from "../../log.js";
+import { syncDir } from "../durable-file.js";
 
 /**
  * Append-only journal file. Each record on disk is
@@ -94,15 +95,6 @@ export async function readJournal<R>(file: string): Promise<JournalContents<R>> 
   return decodeJournal<R>(buf);
 }
 
-export async function fsyncDir(dir: string): Promise<void> {
-  const d = await fs.open(dir, "r");
-  try {
-    await d.sync();
-  } finally {
-    await d.close();
-  }
-}
-
 export interface JournalOptions {
   log?: Logger;
   /** Counters to add to; lets several journals (generations) share one set. */
@@ -163,7 +155,7 @@ export class Journal<R = unknown> {
           await fh.sync();
           log.warn("journal-tail-cut", { file, cut: contents.size - contents.end, kept: contents.end, reason: contents.problem });
         }
-        if (created) await fsyncDir(path.dirname(file));
+        if (created) await syncDir(path.dirname(file));
       } catch (err) {
         await fh.close();
         throw err;
@@ -185,7 +177,7 @@ export class Journal<R = unknown> {
       const fh = await fs.open(file, "w");
       try {
         await fh.sync();
-        await fsyncDir(path.dirname(file));
+        await syncDir(path.dirname(file));
       } catch (err) {
         await fh.close();
         throw err;

@@ -1,11 +1,12 @@
 import fs from "node:fs/promises";
 import path from "node:path";
 import CRC32 from "crc-32";
-import type { Database, Statement } from "sql.js";
+import type { Database } from "sql.js";
 import { DfsError } from "../../protocol/errors.js";
 import { logger, type Logger } from "../../log.js";
-import { encodeRecord, fsyncDir, Journal, readJournal, type JournalStats } from "./journal.js";
-import { loadSqlJs } from "./sql.js";
+import { syncDir, writeSynced } from "../durable-file.js";
+import { encodeRecord, Journal, readJournal, type JournalStats } from "./journal.js";
+import { loadSqlJs, run } from "./sql.js";
 
 /*
  * Durable metadata: an in-memory sql.js database, rebuilt at start-up from a snapshot plus journals.
@@ -65,13 +66,8 @@ const JOURNAL_RE = /^journal\.(\d+)$/;
 
 const journalName = (gen: number) => `journal.${gen}`;
 
-const txStatements = new WeakMap<Database, { begin: Statement; commit: Statement }>();
-
 function applyInTx<R>(db: Database, apply: (db: Database, rec: R) => void, rec: R): void {
-  // Prepared once: compiling BEGIN and COMMIT for every record showed up in profiles.
-  let tx = txStatements.get(db);
-  if (!tx) txStatements.set(db, (tx = { begin: db.prepare("BEGIN"), commit: db.prepare("COMMIT") }));
-  tx.begin.run();
+  run(db, "BEGIN");
   try {
     apply(db, rec);
   } catch (err) {
@@ -82,7 +78,7 @@ function applyInTx<R>(db: Database, apply: (db: Database, rec: R) => void, rec: 
     }
     throw err;
   }
-  tx.commit.run();
+  run(db, "COMMIT");
 }
 
 async function readSnapshot(file: string): Promise<{ gen: number; data: Uint8Array } | undefined> {
@@ -112,13 +108,7 @@ async function writeSnapshot(dir: string, gen: number, data: Uint8Array): Promis
   header.writeUInt32LE(data.length, 16);
   header.writeInt32LE(CRC32.buf(data), 20);
   try {
-    const fh = await fs.open(tmp, "w", 0o644);
-    try {
-      await fh.writev([header, data]);
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
+    await writeSynced(tmp, [header, data], "w");
     const size = (await fs.stat(tmp)).size;
     if (size !== SNAP_HEADER + data.length) throw new DfsError("INTERNAL", `short snapshot write: ${size} bytes`);
     await fs.rename(tmp, path.join(dir, SNAPSHOT));
@@ -126,7 +116,7 @@ async function writeSnapshot(dir: string, gen: number, data: Uint8Array): Promis
     await fs.rm(tmp, { force: true }).catch(() => undefined);
     throw err;
   }
-  await fsyncDir(dir);
+  await syncDir(dir);
 }
 
 async function journalGens(dir: string): Promise<number[]> {
@@ -141,7 +131,7 @@ async function journalGens(dir: string): Promise<number[]> {
 async function deleteJournalsBelow(dir: string, gen: number): Promise<number[]> {
   const gone = (await journalGens(dir)).filter((g) => g < gen);
   for (const g of gone) await fs.rm(path.join(dir, journalName(g)), { force: true });
-  if (gone.length) await fsyncDir(dir);
+  if (gone.length) await syncDir(dir);
   return gone;
 }
 
@@ -201,7 +191,7 @@ export async function openMetaStore<R>(init: MetaStoreInit<R>): Promise<MetaStor
           const f = path.join(dir, journalName(x));
           await fs.rename(f, `${f}.discarded`);
         }
-        await fsyncDir(dir);
+        await syncDir(dir);
         activeGen = g;
         activeReplayed = true;
         break;

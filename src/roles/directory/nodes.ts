@@ -2,7 +2,7 @@ import type { Database } from "sql.js";
 import type { NodeState, NodeStatus, Replica } from "../../protocol/directory.js";
 import type { Peer } from "../../transport/actor.js";
 import type { Logger } from "../../log.js";
-import { prepared } from "./schema.js";
+import { all, get, run } from "./sql.js";
 
 interface Live {
   peer: Peer;
@@ -25,7 +25,7 @@ export class NodeTable {
     private readonly onDown: (id: string) => void,
   ) {
     // Whoever was up before a restart gets a full dead-after period to reconnect.
-    this.db.run("UPDATE nodes SET state='suspect', seen=? WHERE state != 'down'", [Date.now()]);
+    run(this.db, "UPDATE nodes SET state='suspect', seen=? WHERE state != 'down'", [Date.now()]);
     this.timer = setInterval(() => this.sweep(), Math.max(100, Math.min(1000, deadAfterMs / 4)));
     this.timer.unref();
   }
@@ -39,7 +39,7 @@ export class NodeTable {
     }
     this.live.set(id, { peer, heard: Date.now() });
     this.byPeer.set(peer.id, id);
-    this.run("UPDATE nodes SET state='up', seen=?, free=?, used=?, chunks=? WHERE id=?", [
+    run(this.db, "UPDATE nodes SET state='up', seen=?, free=?, used=?, chunks=? WHERE id=?", [
       Date.now(), figures.free, figures.used, figures.chunks, id,
     ]);
     this.log.info("node up", { id, remote: peer.remote });
@@ -55,7 +55,7 @@ export class NodeTable {
     if (!id) return false;
     const l = this.live.get(id);
     if (l) l.heard = Date.now();
-    this.run("UPDATE nodes SET state='up', seen=?, free=?, used=?, chunks=? WHERE id=?", [
+    run(this.db, "UPDATE nodes SET state='up', seen=?, free=?, used=?, chunks=? WHERE id=?", [
       Date.now(), figures.free, figures.used, figures.chunks, id,
     ]);
     return true;
@@ -64,7 +64,7 @@ export class NodeTable {
   /** Counts newly reported chunks at once, so status is current between heartbeats. */
   bump(id: string, chunks: { size: number }[]): void {
     const bytes = chunks.reduce((n, c) => n + c.size, 0);
-    this.run("UPDATE nodes SET chunks = chunks + ?, used = used + ?, free = MAX(0, free - ?) WHERE id=?", [chunks.length, bytes, bytes, id]);
+    run(this.db, "UPDATE nodes SET chunks = chunks + ?, used = used + ?, free = MAX(0, free - ?) WHERE id=?", [chunks.length, bytes, bytes, id]);
   }
 
   detach(peer: Peer): void {
@@ -73,7 +73,7 @@ export class NodeTable {
     this.byPeer.delete(peer.id);
     if (this.live.get(id)?.peer !== peer) return;
     this.live.delete(id);
-    this.db.run("UPDATE nodes SET state='suspect', seen=? WHERE id=?", [Date.now(), id]);
+    run(this.db, "UPDATE nodes SET state='suspect', seen=? WHERE id=?", [Date.now(), id]);
     this.log.warn("node link lost", { id });
   }
 
@@ -83,44 +83,24 @@ export class NodeTable {
 
   /** Live storage nodes, for placement and reads. */
   upStorage(): { id: string; url: string; zone: string; free: number }[] {
-    const st = prepared(this.db, "SELECT id, url, zone, free FROM nodes WHERE role='storage' AND state='up'");
-    const out: { id: string; url: string; zone: string; free: number }[] = [];
-    try {
-      while (st.step()) {
-        const [id, url, zone, free] = st.get();
-        out.push({ id: String(id), url: String(url), zone: String(zone), free: Number(free) });
-      }
-    } finally {
-      st.reset();
-    }
-    return out;
+    return all(this.db, "SELECT id, url, zone, free FROM nodes WHERE role='storage' AND state='up'").map(([id, url, zone, free]) => ({
+      id: String(id), url: String(url), zone: String(zone), free: Number(free),
+    }));
   }
 
   /** Replica locations of a chunk that are on live nodes. */
   liveReplicas(hash: string): Replica[] {
-    const st = prepared(this.db, "SELECT n.id, n.url FROM replicas r JOIN nodes n ON n.id = r.node WHERE r.hash=? AND n.state='up'");
-    const out: Replica[] = [];
-    try {
-      st.bind([hash]);
-      while (st.step()) {
-        const [id, url] = st.get();
-        out.push({ node: String(id), url: String(url) });
-      }
-    } finally {
-      st.reset();
-    }
-    return out;
+    return all(this.db, "SELECT n.id, n.url FROM replicas r JOIN nodes n ON n.id = r.node WHERE r.hash=? AND n.state='up'", [hash])
+      .map(([id, url]) => ({ node: String(id), url: String(url) }));
   }
 
   lockUrl(): string | null {
-    const res = this.db.exec("SELECT url FROM nodes WHERE role='lock' AND state='up' ORDER BY seen DESC LIMIT 1");
-    const v = res[0]?.values[0]?.[0];
-    return v === undefined ? null : String(v);
+    const r = get(this.db, "SELECT url FROM nodes WHERE role='lock' AND state='up' ORDER BY seen DESC LIMIT 1");
+    return r ? String(r[0]) : null;
   }
 
   list(): NodeStatus[] {
-    const res = this.db.exec("SELECT id, role, url, zone, state, capacity, free, used, chunks, seen FROM nodes ORDER BY role, id");
-    return (res[0]?.values ?? []).map((r) => ({
+    return all(this.db, "SELECT id, role, url, zone, state, capacity, free, used, chunks, seen FROM nodes ORDER BY role, id").map((r) => ({
       id: String(r[0]),
       role: String(r[1]) as NodeStatus["role"],
       url: String(r[2]),
@@ -138,10 +118,6 @@ export class NodeTable {
     clearInterval(this.timer);
   }
 
-  private run(sql: string, params: (string | number)[]): void {
-    prepared(this.db, sql).run(params);
-  }
-
   private sweep(): void {
     const now = Date.now();
     // A node whose connection stands but which stopped talking (hung, partitioned) is as dead as one whose link fell.
@@ -152,9 +128,8 @@ export class NodeTable {
         l.peer.close();
       }
     }
-    const res = this.db.exec("SELECT id FROM nodes WHERE state='suspect' AND seen < ?", [now - this.deadAfterMs]);
-    for (const [id] of res[0]?.values ?? []) {
-      this.db.run("UPDATE nodes SET state='down' WHERE id=?", [id]);
+    for (const [id] of all(this.db, "SELECT id FROM nodes WHERE state='suspect' AND seen < ?", [now - this.deadAfterMs])) {
+      run(this.db, "UPDATE nodes SET state='down' WHERE id=?", [String(id)]);
       this.log.warn("node down", { id: String(id) });
       this.onDown(String(id));
     }

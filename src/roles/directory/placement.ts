@@ -12,18 +12,19 @@ export interface Candidate {
 const HEADROOM = 1024 * 1024;
 
 /**
- * Picks `want` distinct nodes for a chunk of `size` bytes: never a node without room, other zones than
- * the existing replicas' where possible, otherwise weighted by free space so data spreads evenly.
+ * Picks `want` distinct nodes for a chunk of `size` bytes among the live `nodes`: never a node without room,
+ * nor one that already holds the chunk or is excluded; other zones than the existing replicas' where
+ * possible, otherwise weighted by free space so data spreads evenly.
  */
 export function pickTargets(
-  candidates: Candidate[],
+  nodes: Candidate[],
   size: number,
   want: number,
-  existing: { node: string; zone: string }[],
+  opts: { existing: string[]; exclude?: string[] },
 ): Replica[] {
-  const taken = new Set(existing.map((e) => e.node));
-  const zones = new Set(existing.map((e) => e.zone));
-  let pool = candidates.filter((c) => !taken.has(c.id) && c.free >= size + HEADROOM);
+  const taken = new Set([...opts.existing, ...(opts.exclude ?? [])]);
+  const zones = new Set(nodes.filter((n) => opts.existing.includes(n.id)).map((n) => n.zone));
+  let pool = nodes.filter((c) => !taken.has(c.id) && c.free >= size + HEADROOM);
   const chosen: Replica[] = [];
   while (chosen.length < want && pool.length > 0) {
     const fresh = pool.filter((c) => !zones.has(c.zone));

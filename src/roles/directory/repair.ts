@@ -73,8 +73,7 @@ export class Repairer {
       for (const c of ns.underReplicatedAll(this.init.replicas)) {
         const live = nodes.liveReplicas(c.hash);
         if (live.length === 0) continue; // Nothing to copy from; it may come back with its node.
-        const zones = new Map(candidates.map((n) => [n.id, n.zone]));
-        const targets = pickTargets(candidates, c.size, this.init.replicas - c.present, live.map((l) => ({ node: l.node, zone: zones.get(l.node) ?? "" })));
+        const targets = pickTargets(candidates, c.size, this.init.replicas - c.present, { existing: live.map((l) => l.node) });
         for (const t of targets) {
           const list = work.get(t.node) ?? [];
           if (list.length < BATCH) list.push({ hash: c.hash, from: live.map((l) => l.url) });

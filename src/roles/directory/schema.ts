@@ -1,5 +1,6 @@
-import type { Database, Statement } from "sql.js";
+import type { Database } from "sql.js";
 import { DfsError } from "../../protocol/errors.js";
+import { get, run } from "./sql.js";
 
 /** Tables of the directory. `nodes.state/free/used/chunks/seen` are live figures, never journaled. */
 export const SCHEMA = `
@@ -34,38 +35,11 @@ export type DirRecord =
   | { op: "reconcile"; node: string; hashes: string[] }
   | { op: "gc"; hashes: string[] };
 
-const cache = new WeakMap<Database, Map<string, Statement>>();
-
-/** A prepared statement kept for the database's lifetime: compiling SQL per row is what made bulk commits slow. */
-export function prepared(db: Database, sql: string): Statement {
-  let m = cache.get(db);
-  if (!m) cache.set(db, (m = new Map()));
-  let st = m.get(sql);
-  if (!st) m.set(sql, (st = db.prepare(sql)));
-  return st;
-}
-
-/** Runs a cached statement that returns no rows. */
-function exec(db: Database, sql: string, params: (string | number | null)[]): void {
-  prepared(db, sql).run(params);
-}
-
-/** First row of a cached query, or undefined. */
-function row(db: Database, sql: string, params: (string | number | null)[]): (string | number | Uint8Array | null)[] | undefined {
-  const st = prepared(db, sql);
-  try {
-    st.bind(params);
-    return st.step() ? (st.get() as (string | number | Uint8Array | null)[]) : undefined;
-  } finally {
-    st.reset();
-  }
-}
-
 /** Applies one record. Deterministic, and throws a DfsError to refuse it (nothing is journaled then). */
 export function applyRecord(db: Database, rec: DirRecord): void {
   switch (rec.op) {
     case "node":
-      exec(db,
+      run(db,
         `INSERT INTO nodes(id, role, url, zone, capacity) VALUES(?,?,?,?,?)
          ON CONFLICT(id) DO UPDATE SET role=excluded.role, url=excluded.url, zone=excluded.zone, capacity=excluded.capacity`,
         [rec.id, rec.role, rec.url, rec.zone, rec.capacity],
@@ -79,27 +53,27 @@ export function applyRecord(db: Database, rec: DirRecord): void {
       return applyMove(db, rec.from, rec.to, rec.token);
     case "replicas": {
       for (const c of rec.add) {
-        exec(db, "INSERT INTO chunks(hash, size, refs) VALUES(?,?,0) ON CONFLICT(hash) DO NOTHING", [c.hash, c.size]);
-        exec(db, "INSERT OR IGNORE INTO replicas(hash, node) VALUES(?,?)", [c.hash, rec.node]);
+        run(db, "INSERT INTO chunks(hash, size, refs) VALUES(?,?,0) ON CONFLICT(hash) DO NOTHING", [c.hash, c.size]);
+        run(db, "INSERT OR IGNORE INTO replicas(hash, node) VALUES(?,?)", [c.hash, rec.node]);
       }
       return;
     }
     case "unreplicate": {
-      for (const h of rec.hashes) exec(db, "DELETE FROM replicas WHERE hash=? AND node=?", [h, rec.node]);
+      for (const h of rec.hashes) run(db, "DELETE FROM replicas WHERE hash=? AND node=?", [h, rec.node]);
       return;
     }
     case "gc": {
       // Only chunks still unreferenced go: a commit may have claimed one since the sweep chose it.
       for (const h of rec.hashes) {
-        exec(db, "DELETE FROM chunks WHERE hash=? AND refs=0", [h]);
-        exec(db, "DELETE FROM replicas WHERE hash=? AND NOT EXISTS (SELECT 1 FROM chunks WHERE hash=?)", [h, h]);
+        run(db, "DELETE FROM chunks WHERE hash=? AND refs=0", [h]);
+        run(db, "DELETE FROM replicas WHERE hash=? AND NOT EXISTS (SELECT 1 FROM chunks WHERE hash=?)", [h, h]);
       }
       return;
     }
     case "reconcile": {
-      db.run("DELETE FROM replicas WHERE node=?", [rec.node]);
+      run(db, "DELETE FROM replicas WHERE node=?", [rec.node]);
       // Only chunks the directory knows (committed or announced) are tracked; the rest are orphans on that node.
-      for (const h of rec.hashes) exec(db, "INSERT OR IGNORE INTO replicas(hash, node) SELECT hash, ? FROM chunks WHERE hash=?", [rec.node, h]);
+      for (const h of rec.hashes) run(db, "INSERT OR IGNORE INTO replicas(hash, node) SELECT hash, ? FROM chunks WHERE hash=?", [rec.node, h]);
       return;
     }
   }
@@ -107,20 +81,20 @@ export function applyRecord(db: Database, rec: DirRecord): void {
 
 function checkFence(db: Database, path: string, token: number | undefined): void {
   if (token === undefined) return;
-  const seen = row(db, "SELECT token FROM fences WHERE path=?", [path])?.[0] as number | undefined;
+  const seen = get(db, "SELECT token FROM fences WHERE path=?", [path])?.[0] as number | undefined;
   if (seen !== undefined && token < seen) {
     throw new DfsError("STALE_TOKEN", `write to ${path} carries lock token ${token}, but token ${seen} was already used; the lock was lost`, {
       details: { path, token, seen },
     });
   }
   if (seen === token) return;
-  exec(db, "INSERT INTO fences(path, token) VALUES(?,?) ON CONFLICT(path) DO UPDATE SET token=excluded.token", [path, token]);
+  run(db, "INSERT INTO fences(path, token) VALUES(?,?) ON CONFLICT(path) DO UPDATE SET token=excluded.token", [path, token]);
 }
 
 function applyCommit(db: Database, files: CommitFile[], mtime: number): void {
   for (const f of files) {
     checkFence(db, f.path, f.token);
-    const current = row(db, "SELECT version, chunks FROM files WHERE path=?", [f.path]);
+    const current = get(db, "SELECT version, chunks FROM files WHERE path=?", [f.path]);
     const version = current ? Number(current[0]) : 0;
     if (f.baseVersion !== undefined && f.baseVersion !== version) {
       throw new DfsError("CONFLICT", `${f.path} changed since version ${f.baseVersion} (now ${version}); nothing was committed`, {
@@ -128,13 +102,13 @@ function applyCommit(db: Database, files: CommitFile[], mtime: number): void {
       });
     }
     for (const h of f.chunks) {
-      if (row(db, "SELECT refs FROM chunks WHERE hash=?", [h]) === undefined) {
+      if (get(db, "SELECT refs FROM chunks WHERE hash=?", [h]) === undefined) {
         throw new DfsError("CONFLICT", `chunk ${h.slice(0, 12)} of ${f.path} was never stored`);
       }
     }
     if (current) adjustRefs(db, JSON.parse(String(current[1])) as string[], -1);
     adjustRefs(db, f.chunks, +1);
-    exec(db,
+    run(db,
       `INSERT INTO files(path, version, size, sha256, chunks, mtime) VALUES(?,?,?,?,?,?)
        ON CONFLICT(path) DO UPDATE SET version=excluded.version, size=excluded.size, sha256=excluded.sha256,
        chunks=excluded.chunks, mtime=excluded.mtime`,
@@ -144,24 +118,24 @@ function applyCommit(db: Database, files: CommitFile[], mtime: number): void {
 }
 
 function applyRemove(db: Database, path: string, token?: number): void {
-  const found = row(db, "SELECT chunks FROM files WHERE path=?", [path]);
+  const found = get(db, "SELECT chunks FROM files WHERE path=?", [path]);
   if (!found) throw new DfsError("NOT_FOUND", `no such file: ${path}`);
   checkFence(db, path, token);
   adjustRefs(db, JSON.parse(String(found[0])) as string[], -1);
-  exec(db, "DELETE FROM files WHERE path=?", [path]);
+  run(db, "DELETE FROM files WHERE path=?", [path]);
 }
 
 function applyMove(db: Database, from: string, to: string, token?: number): void {
   if (from === to) return;
-  if (row(db, "SELECT version FROM files WHERE path=?", [from]) === undefined) throw new DfsError("NOT_FOUND", `no such file: ${from}`);
-  if (row(db, "SELECT version FROM files WHERE path=?", [to]) !== undefined) {
+  if (get(db, "SELECT version FROM files WHERE path=?", [from]) === undefined) throw new DfsError("NOT_FOUND", `no such file: ${from}`);
+  if (get(db, "SELECT version FROM files WHERE path=?", [to]) !== undefined) {
     throw new DfsError("EXISTS", `${to} already exists; remove it first`);
   }
   checkFence(db, from, token);
   // The new name continues the old name's versions so that cached copies stay valid.
-  exec(db, "UPDATE files SET path=? WHERE path=?", [to, from]);
+  run(db, "UPDATE files SET path=? WHERE path=?", [to, from]);
 }
 
 function adjustRefs(db: Database, hashes: string[], delta: number): void {
-  for (const h of hashes) exec(db, "UPDATE chunks SET refs = MAX(0, refs + ?) WHERE hash=?", [delta, h]);
+  for (const h of hashes) run(db, "UPDATE chunks SET refs = MAX(0, refs + ?) WHERE hash=?", [delta, h]);
 }

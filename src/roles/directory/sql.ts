@@ -1,6 +1,6 @@
 import fs from "node:fs";
 import { createRequire } from "node:module";
-import initSqlJs, { type SqlJsStatic } from "sql.js";
+import initSqlJs, { type Database, type SqlJsStatic, type Statement } from "sql.js";
 
 /**
  * Where the sql.js WebAssembly bytes come from. By default the file shipped in the sql.js package;
@@ -34,4 +34,50 @@ export async function loadSqlJs(): Promise<SqlJsStatic> {
     });
   }
   return loaded;
+}
+
+export type Param = string | number | null;
+export type Row = (string | number | Uint8Array | null)[];
+
+const statements = new WeakMap<Database, Map<string, Statement>>();
+
+/**
+ * The statement for `sql`, compiled once per database and kept for its lifetime (sql.js frees them
+ * when the database closes): compiling SQL per call was what made commits and lookups slow.
+ */
+export function prepared(db: Database, sql: string): Statement {
+  let m = statements.get(db);
+  if (!m) statements.set(db, (m = new Map()));
+  let st = m.get(sql);
+  if (!st) m.set(sql, (st = db.prepare(sql)));
+  return st;
+}
+
+/** Runs a statement that returns no rows. */
+export function run(db: Database, sql: string, params: Param[] = []): void {
+  prepared(db, sql).run(params);
+}
+
+/** The first row of a query, or undefined. */
+export function get(db: Database, sql: string, params: Param[] = []): Row | undefined {
+  const st = prepared(db, sql);
+  try {
+    st.bind(params);
+    return st.step() ? (st.get() as Row) : undefined;
+  } finally {
+    st.reset();
+  }
+}
+
+/** Every row of a query, read to the end before returning, so callers may run other queries per row. */
+export function all(db: Database, sql: string, params: Param[] = []): Row[] {
+  const st = prepared(db, sql);
+  const rows: Row[] = [];
+  try {
+    st.bind(params);
+    while (st.step()) rows.push(st.get() as Row);
+  } finally {
+    st.reset();
+  }
+  return rows;
 }

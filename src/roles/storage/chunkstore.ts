@@ -1,9 +1,10 @@
+import { setTimeout as sleep } from "node:timers/promises";
 import { createHash, randomUUID } from "node:crypto";
 import fs from "node:fs/promises";
 import path from "node:path";
 import { DfsError } from "../../protocol/errors.js";
 import { logger, type Logger } from "../../log.js";
-import { persistentId } from "../durable-file.js";
+import { persistentId, syncDir, writeSynced } from "../durable-file.js";
 
 /** Disk space that a put always leaves free, whatever the capacity says. */
 const DISK_RESERVE = 64 * 1024 * 1024;
@@ -34,19 +35,6 @@ function errno(err: unknown): string | undefined {
 }
 
 /** fsync of a folder, so that a rename or a new entry in it survives a crash. */
-async function syncDir(dir: string): Promise<void> {
-  let d: fs.FileHandle | undefined;
-  try {
-    d = await fs.open(dir, "r");
-    await d.sync();
-  } catch (err) {
-    // Some platforms/file systems refuse to fsync a folder; nothing more can be done there.
-    if (!["EISDIR", "EINVAL", "EPERM", "EBADF"].includes(errno(err) ?? "")) throw err;
-  } finally {
-    await d?.close();
-  }
-}
-
 /**
  * Content-addressed chunks on local disk: DIR/chunks/ab/<sha256>, written through DIR/chunks/tmp
  * (exclusive create, fsync, rename, fsync of the folder). Every operation on one hash is serialized,
@@ -159,13 +147,7 @@ export class ChunkStore {
       await this.reserve(hash, size);
       const tmp = path.join(this.tmpDir, randomUUID());
       try {
-        const fh = await fs.open(tmp, "wx", 0o644);
-        try {
-          await fh.writeFile(data);
-          await fh.sync();
-        } finally {
-          await fh.close();
-        }
+        await writeSynced(tmp, data);
         const fanout = path.dirname(file);
         if (!this.fanouts.has(fanout)) {
           const created = await fs.mkdir(fanout, { recursive: true });
@@ -268,16 +250,24 @@ export class ChunkStore {
     return out;
   }
 
-  async verifyAll(opts?: { signal?: AbortSignal }): Promise<string[]> {
+  /**
+   * Re-hashes stored chunks one by one and returns those that are corrupt. `bytesPerSecond` paces the pass
+   * so that it never competes with clients for the disk; `onCorrupt` acts on each bad chunk as it is found.
+   */
+  async verifyAll(opts: { signal?: AbortSignal; bytesPerSecond?: number; onCorrupt?: (hash: string) => Promise<void> } = {}): Promise<string[]> {
     const corrupt: string[] = [];
     for (const hash of await this.list()) {
-      opts?.signal?.throwIfAborted();
+      opts.signal?.throwIfAborted();
+      let size = 0;
       try {
-        await this.get(hash, { verify: true });
+        size = (await this.get(hash, { verify: true })).length;
       } catch (err) {
-        if (err instanceof DfsError && err.code === "CORRUPT") corrupt.push(hash);
-        else if (!(err instanceof DfsError && err.code === "NOT_FOUND")) throw err; // deleted meanwhile: fine
+        if (err instanceof DfsError && err.code === "CORRUPT") {
+          corrupt.push(hash);
+          await opts.onCorrupt?.(hash);
+        } else if (!(err instanceof DfsError && err.code === "NOT_FOUND")) throw err; // deleted meanwhile: fine
       }
+      if (opts.bytesPerSecond) await sleep(Math.ceil((size / opts.bytesPerSecond) * 1000), undefined, { signal: opts.signal });
     }
     return corrupt;
   }

@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from "node:timers/promises";
-import { DfsError, toDfsError } from "../../protocol/errors.js";
+import { toDfsError } from "../../protocol/errors.js";
 import type { Logger } from "../../log.js";
 import type { Upstream } from "../upstream.js";
 import type { ChunkStore } from "./chunkstore.js";
@@ -35,23 +35,14 @@ export class Scrubber {
 
   private async loop(): Promise<void> {
     const signal = this.abort.signal;
-    const rate = this.init.bytesPerSecond ?? 32 * 1024 * 1024;
     for (;;) {
       await sleep(this.init.intervalMs, undefined, { signal });
-      let checked = 0;
-      for (const hash of await this.components.chunks.list()) {
-        if (signal.aborted) return;
-        let size = 0;
-        try {
-          size = (await this.components.chunks.get(hash, { verify: true })).length;
-          checked++;
-        } catch (err) {
-          if (err instanceof DfsError && err.code === "CORRUPT") await this.condemn(hash);
-          else if (!(err instanceof DfsError && err.code === "NOT_FOUND")) throw err;
-        }
-        await sleep(Math.ceil((size / rate) * 1000), undefined, { signal });
-      }
-      this.components.log.debug("scrub pass done", { checked });
+      const bad = await this.components.chunks.verifyAll({
+        signal,
+        bytesPerSecond: this.init.bytesPerSecond ?? 32 * 1024 * 1024,
+        onCorrupt: (hash) => this.condemn(hash),
+      });
+      this.components.log.debug("scrub pass done", { corrupt: bad.length });
     }
   }
 

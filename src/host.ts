@@ -1,6 +1,6 @@
 import os from "node:os";
 import { DfsError } from "./protocol/errors.js";
-import { Router } from "./transport/actor.js";
+import { Router, type Peer } from "./transport/actor.js";
 import { Link } from "./transport/link.js";
 import { Pool } from "./transport/pool.js";
 import { listen, type Server } from "./transport/server.js";
@@ -82,16 +82,19 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
     const linkInit = { url: directoryUrl, tls: opts.tls, router, expectRoles: ["directory"], what: "directory" } as const;
     if (opts.roles.includes("lock")) {
       const lockLog = logger("lock", opts.label ?? "");
-      const l = await createLock({ log: lockLog }, { dataDir: opts.dataDir, url });
+      let register: ((p: Peer) => Promise<void>) | undefined;
+      const link = new Link({ ...linkInit, log: lockLog.child("link"), onConnect: (p) => register!(p) });
+      const l = await createLock({ log: lockLog, directory: link }, { dataDir: opts.dataDir, url });
+      register = (p) => l.register(p);
       router.add(l.actor);
-      const link = new Link({ ...linkInit, log: lockLog.child("link"), onConnect: (p) => l.register(p) }).start();
+      link.start();
       closers.push(() => link.close(), () => l.close());
       warnWhileDown(link, lockLog, directoryUrl);
     }
     if (opts.roles.includes("storage")) {
       const storeLog = logger("storage", opts.label ?? "");
       const pool = new Pool({ tls: opts.tls, log: storeLog.child("pool"), router, expectRoles: ["storage", "directory"], what: "storage node" });
-      let register: ((p: import("./transport/actor.js").Peer) => Promise<void>) | undefined;
+      let register: ((p: Peer) => Promise<void>) | undefined;
       const link = new Link({ ...linkInit, log: storeLog.child("link"), onConnect: (p) => register!(p) });
       const s = await createStorage({ log: storeLog, directory: link, peers: pool }, {
         dataDir: opts.dataDir, url, zone: opts.zone, capacity: opts.capacity, scrubIntervalMs: opts.scrubIntervalMs,

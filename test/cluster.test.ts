@@ -62,9 +62,9 @@ test("certificate roles are enforced: a client may not register as storage, and 
   const log = logger("test");
   const asClient = await connect(c.dirUrl, { tls: loadCerts(c.certs, "client"), log });
   t.after(() => asClient.close());
-  const body = { kind: "storage", id: "intruder", url: "wss://127.0.0.1:1", chunks: [] };
+  const body = { kind: "storage", id: "intruder", url: "wss://127.0.0.1:1", secret: "ab".repeat(32) };
   await assert.rejects(asClient.request("dir.register", body), (e: DfsError) => e.code === "FORBIDDEN");
-  await assert.rejects(asClient.request("dir.stored", { chunks: [{ hash: "a".repeat(64), size: 1 }] }), { code: "FORBIDDEN" });
+  await assert.rejects(asClient.request("dir.stored", { chunks: [{ hash: "a".repeat(64), size: 1, gen: 1 }] }), { code: "FORBIDDEN" });
 
   const asStorage = await connect(c.dirUrl, { tls: loadCerts(c.certs, "storage"), log });
   t.after(() => asStorage.close());

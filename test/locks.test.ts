@@ -9,6 +9,7 @@ import { connect } from "../src/transport/connect.js";
 import { logger } from "../src/log.js";
 import { spawnDfs, startCluster, tmpDir, waitFor } from "./helpers/cluster.js";
 
+const SESSION = "test-session-0123456789";
 const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 
 test("two clients writing one file at once are serialised; the result is one of them, never a mix", async (t) => {
@@ -70,11 +71,11 @@ test("a waiting writer gets the lock when the lease of a silent holder ends", as
   const lockUrl = (await A.status()).nodes.find((n) => n.role === "lock")!.url;
   const raw = await connect(lockUrl, { tls, log: logger("raw") });
   t.after(() => raw.close());
-  const g = await raw.request<{ token: number; expiresAt: number }>("lock.acquire", { path: "/h", ttlMs: 800 });
+  const g = await raw.request<{ token: number; expiresAt: number }>("lock.acquire", { path: "/h", ttlMs: 800, session: SESSION });
   const lease = await A.lock("/h", { waitMs: 10_000 });
   assert.ok(Date.now() >= g.expiresAt - 50, "granted only once the silent holder's lease ended");
   assert.ok(lease.token > g.token, "fencing tokens grow");
-  await assert.rejects(raw.request("lock.renew", { path: "/h", token: g.token }), { code: "STALE_TOKEN" });
+  await assert.rejects(raw.request("lock.renew", { path: "/h", token: g.token, session: SESSION }), { code: "STALE_TOKEN" });
 });
 
 test("fencing tokens keep growing across a lock service restart", async (t) => {
@@ -87,8 +88,8 @@ test("fencing tokens keep growing across a lock service restart", async (t) => {
     }, "lock service up");
     const ch = await connect(lockUrl, { tls, log: logger("raw") });
     try {
-      const g = await ch.request<{ token: number }>("lock.acquire", { path: "/t" });
-      await ch.request("lock.release", { path: "/t", token: g.token });
+      const g = await ch.request<{ token: number }>("lock.acquire", { path: "/t", session: SESSION });
+      await ch.request("lock.release", { path: "/t", token: g.token, session: SESSION });
       return g.token;
     } finally {
       ch.close();

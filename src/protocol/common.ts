@@ -13,6 +13,8 @@ export function parser<S extends z.ZodTypeAny>(schema: S): (body: unknown) => z.
 }
 
 export const MAX_PATH_LENGTH = 4096;
+/** Largest chunk: a put must fit in one message, whose frame limit leaves 1 MiB for the envelope. */
+export const MAX_CHUNK_SIZE = 16 * 1024 * 1024;
 export const MAX_NAME_LENGTH = 255;
 
 /**

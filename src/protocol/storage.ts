@@ -1,19 +1,30 @@
 import { z } from "zod";
-import { bytes, nodeUrl, sha256Hex } from "./common.js";
+import { bytes, count, nodeUrl, sha256Hex } from "./common.js";
 
 /** Wire contract of the storage role (`store.*`). */
 export const storeSchemas = {
   put: z.object({
     hash: sha256Hex,
-    data: bytes,
+    /** Generation of the placement this put follows (`dir.place`). */
+    gen: count,
     /** The rest of the replication chain: this node forwards the chunk to chain[0] with chain.slice(1). */
     chain: z.array(nodeUrl).max(16).default([]),
+    data: bytes,
   }),
   get: z.object({ hash: sha256Hex }),
   has: z.object({ hashes: z.array(sha256Hex).max(100_000) }),
-  delete: z.object({ hashes: z.array(sha256Hex).max(100_000) }),
+  /** Re-hash a chunk on disk: the directory asks before it believes a report of a bad replica. */
+  verify: z.object({ hash: sha256Hex }),
+  /**
+   * Delete chunks, unless one was stored under a placement newer than `gen` (or the node cannot tell,
+   * having restarted since): the directory orders deletes at generation `gen`.
+   */
+  delete: z.object({ hashes: z.array(sha256Hex).max(100_000), gen: count }),
   /** Ask this node to copy chunks from another node (repair). */
-  copy: z.object({ chunks: z.array(z.object({ hash: sha256Hex, from: z.array(nodeUrl).min(1).max(16) })).max(10_000) }),
+  copy: z.object({
+    gen: count,
+    chunks: z.array(z.object({ hash: sha256Hex, from: z.array(nodeUrl).min(1).max(16) })).max(10_000),
+  }),
 } as const;
 
 export interface PutReply {
@@ -23,4 +34,14 @@ export interface PutReply {
 
 export interface GetReply {
   data: Uint8Array;
+}
+
+export interface VerifyReply {
+  state: "ok" | "missing" | "corrupt";
+}
+
+export interface DeleteReply {
+  deleted: string[];
+  /** Chunks kept because a newer placement stored them, or because this node cannot tell. */
+  kept: string[];
 }

@@ -39,6 +39,7 @@ export async function runClient(run: ClientRun): Promise<number> {
     cacheDir: run.cacheDir ?? defaultCacheDir(),
     cacheBytes: run.cacheBytes,
     log: run.log,
+    onNotice: (message) => void run.io.stderr.write(`warning: ${message}\n`),
   });
   try {
     if (run.command.length > 0) {

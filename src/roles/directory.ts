@@ -1,17 +1,21 @@
+import { randomBytes } from "node:crypto";
 import path from "node:path";
-import { dirSchemas, type CommitReply, type HelloReply, type PlaceReply, type RegisterReply, type StatusReply } from "../protocol/directory.js";
-import { parser } from "../protocol/common.js";
+import { dirSchemas, type HelloReply, type StatusReply } from "../protocol/directory.js";
+import { MAX_CHUNK_SIZE, parser } from "../protocol/common.js";
 import { DfsError } from "../protocol/errors.js";
 import { Actor, type Handler, type Peer } from "../transport/actor.js";
 import { later } from "../transport/mailbox.js";
 import type { Logger } from "../log.js";
 import { openMetaStore, type MetaStore } from "./directory/metastore.js";
+import { FileService } from "./directory/files.js";
 import { Collector } from "./directory/gc.js";
+import { Generations } from "./directory/gens.js";
+import { Leases } from "./directory/leases.js";
+import { Membership } from "./directory/membership.js";
 import { Namespace } from "./directory/namespace.js";
 import { NodeTable } from "./directory/nodes.js";
-import { notEnoughNodes, pickTargets } from "./directory/placement.js";
 import { Repairer } from "./directory/repair.js";
-import { applyRecord, SCHEMA, type DirRecord } from "./directory/schema.js";
+import { applyRecord, metaText, SCHEMA, upgradeSchema, type DirRecord } from "./directory/schema.js";
 
 export interface DirectoryInit {
   dataDir: string;
@@ -22,7 +26,7 @@ export interface DirectoryInit {
   deadAfterMs: number;
   chunkSize: number;
   snapshotEvery?: number;
-  /** How long unreferenced chunks are kept before deletion; default 1 h. */
+  /** How long unused chunks are kept before deletion; default 1 h. */
   orphanGraceMs?: number;
 }
 
@@ -34,154 +38,83 @@ export interface Directory {
 
 const ALL = ["client", "storage", "lock", "directory"] as const;
 const CLIENTS = ["client", "directory"] as const;
+const LOCKS = ["lock", "directory"] as const;
 
-/** The directory role: node registry and liveness, namespace, placement, commit. Runs one message at a time. */
+/** The directory role: node registry and liveness, namespace, placement, commit, leases. Runs one message at a time. */
 export async function createDirectory(components: { log: Logger }, init: DirectoryInit): Promise<Directory> {
   const log = components.log;
+  if (init.chunkSize > MAX_CHUNK_SIZE) {
+    throw new DfsError("BAD_REQUEST", `--chunk-size ${init.chunkSize} is larger than ${MAX_CHUNK_SIZE} bytes (16 MiB), the largest chunk one message can carry`);
+  }
   const store = await openMetaStore<DirRecord>({
     dir: path.join(init.dataDir, "meta"),
     schema: SCHEMA,
+    upgrade: upgradeSchema,
     apply: applyRecord,
     snapshotEvery: init.snapshotEvery,
     log: log.child("meta"),
   });
   const db = store.db;
-  const repairer = new Repairer({ log: log.child("repair") }, { replicas: init.replicas });
-  const nodes = new NodeTable(db, init.deadAfterMs, log, (id) => repairer.nodeDown(id));
+  const commit = (rec: DirRecord) => store.commit(rec);
+  if (metaText(db, "cluster") === undefined) {
+    const id = randomBytes(16).toString("hex");
+    await commit({ op: "cluster", id }).durable;
+    log.info("new cluster", { clusterId: id });
+  }
+  const gens = new Generations(db, commit);
+  const leases = new Leases(db, commit);
+  let repairer: Repairer | undefined;
+  const nodes = new NodeTable(db, init.deadAfterMs, log, (id) => repairer?.nodeDown(id), () => repairer?.schedule());
   const ns = new Namespace(db, nodes);
-  repairer.bind(nodes, ns);
-  const gc = new Collector(
-    { log: log.child("gc"), db, nodes, commit: (rec) => store.commit(rec).durable },
-    { graceMs: init.orphanGraceMs ?? 3_600_000 },
-  );
+  const collector = new Collector({ log: log.child("gc"), db, nodes, gens, commit }, { graceMs: init.orphanGraceMs ?? 3_600_000 });
+  repairer = new Repairer({ log: log.child("repair"), nodes, ns, gens, collector }, { replicas: init.replicas });
   const heartbeatMs = Math.max(200, Math.min(5000, Math.floor(init.deadAfterMs / 3)));
+  const members = new Membership({ log, db, commit, nodes, gens, leases, repairer, collector }, { replicas: init.replicas, heartbeatMs });
+  const files = new FileService({ db, commit, nodes, ns, gens, leases, collector }, init);
 
-  /** Applies and journals a change; the reply waits until it is on disk. */
-  const durable = <T>(rec: DirRecord, reply: T) => {
-    const { durable } = store.commit(rec);
-    return later(durable.then(() => reply));
-  };
   /** Read replies wait for pending records too, so nobody sees a change that could still be lost. */
   const settled = <T>(reply: T) => later(store.barrier().then(() => reply));
+  const handler = <S extends import("zod").ZodTypeAny>(allow: readonly string[], schema: S, handle: (b: import("zod").output<S>, peer: Peer) => unknown): Handler =>
+    ({ allow, parse: parser(schema), handle });
+  const deferred = <B>(fn: (b: B, peer: Peer) => Promise<unknown>) => (b: B, peer: Peer) => later(fn(b, peer));
 
   const handlers: Record<string, Handler> = {
-    "dir.register": {
-      allow: ["storage", "lock", "directory"],
-      parse: parser(dirSchemas.register),
-      handle: (b: ReturnType<typeof dirSchemas.register.parse>, peer: Peer) => {
-        if (b.kind !== peer.role && peer.role !== "directory") {
-          throw new DfsError("FORBIDDEN", `a ${peer.role} certificate may not register as ${b.kind}`);
-        }
-        store.commit({ op: "node", id: b.id, role: b.kind, url: b.url, zone: b.zone, capacity: b.capacity });
-        const rec: DirRecord | undefined = b.kind === "storage" ? { op: "reconcile", node: b.id, hashes: b.chunks } : undefined;
-        const { durable: done } = rec ? store.commit(rec) : { durable: store.barrier() };
-        nodes.attach(b.id, peer, { free: b.free, used: b.used, chunks: b.chunks.length });
-        if (b.kind === "storage") repairer.nodeUp(b.id);
-        const reply: RegisterReply = { accepted: true, replicas: init.replicas, heartbeatMs };
-        return later(done.then(() => reply));
+    "dir.register": handler(["storage", "lock", "directory"], dirSchemas.register, deferred((b, peer) => members.register(b, peer))),
+    "dir.report": handler(["storage", "directory"], dirSchemas.report, deferred((b, peer) => members.report(b, peer))),
+    "dir.heartbeat": handler(["storage", "lock", "directory"], dirSchemas.heartbeat, (b, peer) => {
+      if (!nodes.heartbeat(peer, b)) throw new DfsError("BAD_REQUEST", "heartbeat before registration");
+      return null;
+    }),
+    "dir.status": handler(ALL, dirSchemas.status, (): StatusReply => ({
+      directory: {
+        url: init.url, replicas: init.replicas, minReplicas: init.minReplicas, deadAfterSeconds: init.deadAfterMs / 1000,
+        clusterId: members.clusterId,
       },
-    },
-    "dir.heartbeat": {
-      allow: ["storage", "lock", "directory"],
-      parse: parser(dirSchemas.heartbeat),
-      handle: (b: ReturnType<typeof dirSchemas.heartbeat.parse>, peer: Peer) => {
-        if (!nodes.heartbeat(peer, b)) throw new DfsError("BAD_REQUEST", "heartbeat before registration");
-        return null;
-      },
-    },
-    "dir.status": {
-      allow: ALL,
-      parse: parser(dirSchemas.status),
-      handle: (): StatusReply => ({
-        directory: { url: init.url, replicas: init.replicas, minReplicas: init.minReplicas, deadAfterSeconds: init.deadAfterMs / 1000 },
-        nodes: nodes.list(),
-        ...ns.totals(init.replicas),
-      }),
-    },
-    "dir.hello": {
-      allow: ALL,
-      parse: parser(dirSchemas.hello),
-      handle: (): HelloReply => ({ lockUrl: nodes.lockUrl(), replicas: init.replicas, minReplicas: init.minReplicas, chunkSize: init.chunkSize }),
-    },
-    "dir.place": {
-      allow: CLIENTS,
-      parse: parser(dirSchemas.place),
-      handle: (b: ReturnType<typeof dirSchemas.place.parse>): PlaceReply => {
-        const up = nodes.upStorage();
-        const chunks = b.chunks.map(({ hash, size }) => {
-          const existing = nodes.liveReplicas(hash).map((r) => r.node);
-          const want = init.replicas - existing.length;
-          if (want <= 0) return { hash, targets: [] };
-          const targets = pickTargets(up, size, want, { existing, exclude: b.exclude });
-          if (existing.length + targets.length < init.minReplicas) {
-            const withRoom = up.filter((n) => !b.exclude.includes(n.id) && n.free >= size).length;
-            throw notEnoughNodes(withRoom, init.minReplicas);
-          }
-          return { hash, targets };
-        });
-        return { chunks };
-      },
-    },
-    "dir.stored": {
-      allow: ["storage", "directory"],
-      parse: parser(dirSchemas.stored),
-      handle: (b: ReturnType<typeof dirSchemas.stored.parse>, peer: Peer) => {
-        const node = nodes.idOf(peer);
-        if (!node) throw new DfsError("BAD_REQUEST", "chunk report before registration");
-        // No need to wait for the disk: a commit naming these chunks is journaled after this record, so
-        // once the commit is durable this is too; and a node re-reports all its chunks when it reconnects.
-        store.commit({ op: "replicas", node, add: b.chunks });
-        nodes.bump(node, b.chunks);
-        return null;
-      },
-    },
-    "dir.commit": {
-      allow: CLIENTS,
-      parse: parser(dirSchemas.commit),
-      handle: (b: ReturnType<typeof dirSchemas.commit.parse>) => {
-        for (const f of b.files) {
-          for (const h of new Set(f.chunks)) {
-            const have = ns.liveCount(h);
-            if (have < init.minReplicas) {
-              throw new DfsError("NOT_ENOUGH_NODES", `chunk ${h.slice(0, 12)} of ${f.path} is on ${have} live node(s), ${init.minReplicas} needed; nothing was committed`);
-            }
-          }
-        }
-        store.commit({ op: "commit", files: b.files, mtime: Date.now() });
-        const reply: CommitReply = { versions: b.files.map((f) => ({ path: f.path, version: ns.version(f.path) })) };
-        return later(store.barrier().then(() => reply));
-      },
-    },
-    "dir.lookup": {
-      allow: ALL,
-      parse: parser(dirSchemas.lookup),
-      handle: (b: { path: string }) => settled(ns.lookup(b.path)),
-    },
-    "dir.list": {
-      allow: ALL,
-      parse: parser(dirSchemas.list),
-      handle: (b: { prefix: string; limit: number }) => settled({ entries: ns.list(b.prefix, b.limit) }),
-    },
-    "dir.remove": {
-      allow: CLIENTS,
-      parse: parser(dirSchemas.remove),
-      handle: (b: { path: string; token?: number }) => durable({ op: "rm", path: b.path, token: b.token }, null),
-    },
-    "dir.move": {
-      allow: CLIENTS,
-      parse: parser(dirSchemas.move),
-      handle: (b: { from: string; to: string; token?: number }) => durable({ op: "mv", from: b.from, to: b.to, token: b.token }, null),
-    },
-    "dir.badReplica": {
-      allow: ["client", "storage", "directory"],
-      parse: parser(dirSchemas.badReplica),
-      handle: (b: { hash: string; node: string; reason: string }) => {
-        log.warn("bad replica reported", { hash: b.hash, node: b.node, reason: b.reason });
-        const rec = store.commit({ op: "unreplicate", node: b.node, hashes: [b.hash] });
-        repairer.chunkLost(b.hash, b.node);
-        return later(rec.durable.then(() => null));
-      },
-    },
+      nodes: nodes.list(),
+      ...ns.totals(),
+      underReplicated: repairer!.underReplicated,
+      scannedAt: repairer!.scannedAt === null ? null : new Date(repairer!.scannedAt).toISOString(),
+    })),
+    "dir.hello": handler(ALL, dirSchemas.hello, (): HelloReply => ({
+      lockUrl: nodes.lockUrl(), replicas: init.replicas, minReplicas: init.minReplicas, chunkSize: init.chunkSize,
+    })),
+    "dir.place": handler(CLIENTS, dirSchemas.place, deferred((b) => files.place(b))),
+    "dir.stored": handler(["storage", "directory"], dirSchemas.stored, (b, peer) => files.stored(b, peer)),
+    "dir.commit": handler(CLIENTS, dirSchemas.commit, deferred((b) => files.commit(b))),
+    "dir.lookup": handler(ALL, dirSchemas.lookup, (b) => settled(ns.lookup(b.path))),
+    "dir.list": handler(ALL, dirSchemas.list, (b) => settled({ entries: ns.list(b.prefix, b.limit) })),
+    "dir.remove": handler(CLIENTS, dirSchemas.remove, deferred(async (b) => (await files.remove(b), null))),
+    "dir.move": handler(CLIENTS, dirSchemas.move, deferred(async (b) => (await files.move(b), null))),
+    "dir.badReplica": handler(["client", "storage", "directory"], dirSchemas.badReplica, (b, peer) => {
+      const drop = async () => {
+        await commit({ op: "unreplicate", node: b.node, hashes: [b.hash] }).durable;
+        repairer!.chunkLost(b.hash, b.node);
+      };
+      // Checking with the node may take a while; the mailbox goes on meanwhile.
+      return later(members.badReplica(b, peer, drop).then(() => null));
+    }),
+    "dir.lease": handler(LOCKS, dirSchemas.lease, deferred((b) => leases.lease(b))),
+    "dir.unlease": handler(LOCKS, dirSchemas.unlease, deferred(async (b) => (await leases.unlease(b.path, b.token), null))),
   };
 
   const actor = new Actor({
@@ -191,7 +124,7 @@ export async function createDirectory(components: { log: Logger }, init: Directo
     handlers,
     onPeerClose: (peer) => nodes.detach(peer),
   });
-  log.info("directory ready", { files: ns.totals(init.replicas).files, replicas: init.replicas });
+  log.info("directory ready", { files: ns.totals().files, replicas: init.replicas, clusterId: members.clusterId });
 
   let closing: Promise<void> | undefined;
   return {
@@ -201,8 +134,8 @@ export async function createDirectory(components: { log: Logger }, init: Directo
       closing ??= (async () => {
         actor.close();
         nodes.close();
-        repairer.close();
-        gc.close();
+        repairer!.close();
+        collector.close();
         await store.close();
       })();
       return closing;

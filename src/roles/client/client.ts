@@ -1,15 +1,14 @@
-import os from "node:os";
 import type { CommitReply, FileInfo, HelloReply, ListEntry, StatusReply } from "../../protocol/directory.js";
 import { normalizePath } from "../../protocol/common.js";
 import { DfsError, toDfsError } from "../../protocol/errors.js";
-import type { LockGrant } from "../../protocol/lock.js";
 import { Link } from "../../transport/link.js";
 import { Pool } from "../../transport/pool.js";
 import type { TlsMaterial } from "../../transport/tls.js";
 import type { Logger } from "../../log.js";
 import { ChunkCache } from "./cache.js";
-import { Lease } from "./lease.js";
-import { download, upload, type TransferCtx, type TransferStats, type Uploaded } from "./transfer.js";
+import type { Lease } from "./lease.js";
+import { LockManager } from "./locks.js";
+import { download, upload, type Source, type TransferCtx, type TransferStats, type Uploaded } from "./transfer.js";
 
 export interface ClientInit {
   directoryUrl: string;
@@ -24,10 +23,8 @@ export interface ClientInit {
   lockWaitMs?: number;
   /** Chunks in flight per transfer; default 4. */
   window?: number;
-}
-
-export interface Progress {
-  (done: number, total: number | undefined): void;
+  /** Told of things a person should know at once (a lock taken with `lock` was lost). */
+  onNotice?: (message: string) => void;
 }
 
 interface Staged extends Uploaded {
@@ -36,24 +33,35 @@ interface Staged extends Uploaded {
   baseVersion: number;
 }
 
+/** How often a write is tried again when chunks it uploaded were collected before its commit. */
+const REWRITES = 2;
+
 /** The client library: every command of the CLI is a call here. */
 export class DfsClient {
   readonly stats: TransferStats = { chunksUploaded: 0, chunksDeduplicated: 0, chunksFetched: 0, chunksFromCache: 0, bytesFetched: 0 };
   private readonly dirLink: Link;
-  private lockLink?: Link;
   private readonly pool: Pool;
   private readonly cache: ChunkCache;
-  private readonly leases = new Map<string, Lease>();
+  private readonly locks: LockManager;
+  /** Storage nodes that failed a transfer lately, avoided by new placements until then. */
+  private readonly avoid = new Map<string, number>();
   private hello?: HelloReply;
   private txn?: Staged[];
   private txnFailed?: DfsError;
   private readonly releasing = new Set<Promise<unknown>>();
+  /** Locks a transaction's writes took, held until it commits or aborts. */
+  private readonly txnLeases = new Map<string, Lease>();
 
   constructor(private readonly init: ClientInit) {
     const common = { tls: init.tls, log: init.log, timeoutMs: 10_000 };
     this.dirLink = new Link({ ...common, url: init.directoryUrl, expectRoles: ["directory"], what: "directory" }).start();
     this.pool = new Pool({ ...common, expectRoles: ["storage", "directory"], what: "storage node" });
     this.cache = new ChunkCache(init.cacheDir, init.cacheBytes ?? 1024 ** 3, init.log.child("cache"));
+    this.locks = new LockManager({
+      tls: init.tls, log: init.log, ttlMs: init.lockTtlMs ?? 10_000,
+      hello: () => this.dir<HelloReply>("dir.hello", {}),
+      onLost: (_path, err) => init.onNotice?.(err.message),
+    });
   }
 
   /** Waits for the directory link; fails at once with the cause when the directory was never reachable. */
@@ -71,20 +79,8 @@ export class DfsClient {
     return this.hello;
   }
 
-  private async lockService(): Promise<Link> {
-    if (this.lockLink) return this.lockLink;
-    let { lockUrl } = await this.config();
-    if (!lockUrl) {
-      this.hello = undefined;
-      lockUrl = (await this.config()).lockUrl;
-    }
-    if (!lockUrl) throw new DfsError("UNAVAILABLE", "no lock service is registered with the directory; start one with `dfs --role lock`");
-    this.lockLink = new Link({ url: lockUrl, tls: this.init.tls, log: this.init.log, expectRoles: ["lock", "directory"], what: "lock service" }).start();
-    return this.lockLink;
-  }
-
   private ctx(): TransferCtx {
-    return { directory: this.dirLink, pool: this.pool, cache: this.cache, log: this.init.log, stats: this.stats, window: this.init.window ?? 4 };
+    return { directory: this.dirLink, pool: this.pool, cache: this.cache, log: this.init.log, stats: this.stats, window: this.init.window ?? 4, avoid: this.avoid };
   }
 
   status(): Promise<StatusReply> {
@@ -100,63 +96,66 @@ export class DfsClient {
   }
 
   /** Takes the write lock on `remote` and keeps it until unlock (or the end of the session). */
-  async lock(remote: string, opts: { waitMs?: number } = {}): Promise<Lease> {
-    const path = normalizePath(remote);
-    const held = this.leases.get(path);
-    if (held && !held.lost) return held;
-    const link = await this.lockService();
-    const ttlMs = this.init.lockTtlMs ?? 10_000;
-    const waitMs = opts.waitMs ?? 0;
-    const g = await link.request<LockGrant>("lock.acquire", { path, ttlMs, waitMs, owner: lockOwner() }, {
-      timeoutMs: waitMs + 15_000,
-    });
-    const lease = new Lease(link, path, g.token, g.expiresAt, ttlMs, this.init.log);
-    this.leases.set(path, lease);
-    return lease;
+  lock(remote: string, opts: { waitMs?: number } = {}): Promise<Lease> {
+    return this.locks.acquire(normalizePath(remote), { waitMs: opts.waitMs ?? 0, explicit: true });
   }
 
-  async unlock(remote: string): Promise<boolean> {
-    const path = normalizePath(remote);
-    const lease = this.leases.get(path);
-    if (!lease) return false;
-    this.leases.delete(path);
-    await lease.release();
-    return true;
+  /** Releases a lock taken with `lock`; false when none is held; throws when it was lost. */
+  unlock(remote: string): Promise<boolean> {
+    return this.locks.unlock(normalizePath(remote));
   }
 
   /** Whether a file path is locked by this client. */
   holds(remote: string): boolean {
-    return this.leases.has(normalizePath(remote));
+    try {
+      return this.locks.held(normalizePath(remote)) !== undefined;
+    } catch {
+      return false;
+    }
   }
 
-  /** Uploads `source` as `remote` under a write lock and commits it (or stages it inside a transaction). */
-  async write(remote: string, source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, opts: { onProgress?: (bytes: number) => void } = {}): Promise<{ path: string; version: number; size: number; chunks: number; staged: boolean }> {
+  /**
+   * Uploads `source` as `remote` under a write lock and commits it (or stages it inside a transaction).
+   * `source` may be a function that opens the data afresh: then a write whose chunks were collected before its
+   * commit is simply done again.
+   */
+  async write(remote: string, source: Source | (() => Source), opts: { onProgress?: (bytes: number) => void } = {}): Promise<{ path: string; version: number; size: number; chunks: number; staged: boolean }> {
     const path = normalizePath(remote);
-    const own = !this.leases.has(path);
-    const lease = await this.lock(path, { waitMs: this.init.lockWaitMs ?? 60_000 });
+    const explicit = this.locks.held(path) ?? this.txnLeases.get(path);
+    const lease = explicit ?? await this.locks.acquire(path, { waitMs: this.init.lockWaitMs ?? 60_000, explicit: false });
+    const own = explicit === undefined;
     try {
-      // Only a transaction checks the version it started from; a plain write is fenced by its lock token.
-      const baseVersion = this.txn ? await this.currentVersion(path) : 0;
-      const { chunkSize } = await this.config();
-      const up = await upload(this.ctx(), source, chunkSize, opts.onProgress).catch((err) => {
-        // All or nothing: a transaction that lost one of its writes may not commit the others.
-        if (this.txn) this.txnFailed ??= toDfsError(err);
-        throw err;
-      });
-      if (lease.lost) throw lease.lost;
-      const staged: Staged = { path, ...up, token: lease.token, baseVersion };
-      if (this.txn) {
-        this.txn = this.txn.filter((s) => s.path !== path);
-        this.txn.push(staged);
-        return { path, version: baseVersion, size: up.size, chunks: up.chunks.length, staged: true };
+      for (let attempt = 0; ; attempt++) {
+        // Only a transaction checks the version it started from; a plain write is fenced by its lock token.
+        const baseVersion = this.txn ? await this.currentVersion(path) : 0;
+        const { chunkSize } = await this.config();
+        const up = await upload(this.ctx(), typeof source === "function" ? source() : source, chunkSize, opts.onProgress).catch((err) => {
+          // All or nothing: a transaction that lost one of its writes may not commit the others.
+          if (this.txn) this.txnFailed ??= toDfsError(err);
+          throw err;
+        });
+        if (lease.lost) throw lease.lost;
+        const staged: Staged = { path, ...up, token: lease.token, baseVersion };
+        if (this.txn) {
+          this.txn = this.txn.filter((s) => s.path !== path);
+          this.txn.push(staged);
+          return { path, version: baseVersion, size: up.size, chunks: up.chunks.length, staged: true };
+        }
+        try {
+          const reply = await this.commitFiles([staged], false);
+          return { path, version: reply.versions[0]!.version, size: up.size, chunks: up.chunks.length, staged: false };
+        } catch (err) {
+          if (!chunksGone(err) || typeof source !== "function" || attempt >= REWRITES) throw err;
+          this.init.log.info("chunks collected before the commit, writing again", { path });
+        }
       }
-      const reply = await this.commitFiles([staged], false);
-      return { path, version: reply.versions[0]!.version, size: up.size, chunks: up.chunks.length, staged: false };
     } finally {
       // Released in the background: the next request on the lock link queues behind the release anyway.
       if (own && !this.txn) {
-        const p: Promise<unknown> = this.unlock(path).finally(() => this.releasing.delete(p));
+        const p: Promise<unknown> = lease.release().finally(() => this.releasing.delete(p));
         this.releasing.add(p);
+      } else if (own && this.txn) {
+        this.txnLeases.set(path, lease);
       }
     }
   }
@@ -176,6 +175,7 @@ export class DfsClient {
         path: f.path, size: f.size, sha256: f.sha256, chunks: f.chunks, token: f.token,
         ...(checkBase ? { baseVersion: f.baseVersion } : {}),
       })),
+      session: this.locks.session,
     });
   }
 
@@ -189,12 +189,15 @@ export class DfsClient {
 
   async rm(remote: string): Promise<void> {
     const path = normalizePath(remote);
-    await this.dir("dir.remove", { path, token: this.leases.get(path)?.token });
+    const lease = this.locks.held(path);
+    await this.dir("dir.remove", { path, token: lease?.token, session: this.locks.session });
   }
 
   async mv(from: string, to: string): Promise<void> {
     const f = normalizePath(from);
-    await this.dir("dir.move", { from: f, to: normalizePath(to), token: this.leases.get(f)?.token });
+    const t = normalizePath(to);
+    const [fromLease, toLease] = [this.locks.held(f), this.locks.held(t)];
+    await this.dir("dir.move", { from: f, to: t, fromToken: fromLease?.token, toToken: toLease?.token, session: this.locks.session });
   }
 
   begin(): void {
@@ -216,48 +219,40 @@ export class DfsClient {
         throw new DfsError("CONFLICT", `a write in this transaction failed (${this.txnFailed.message}); nothing was committed`);
       }
       if (files.length === 0) return { versions: [] };
-      for (const f of files) {
-        const lease = this.leases.get(f.path);
-        if (lease?.lost) throw lease.lost;
-      }
+      for (const l of this.txnLeases.values()) if (l.lost) throw l.lost;
+      for (const f of files) this.locks.held(f.path);
       return await this.commitFiles(files, true);
     } finally {
-      this.txn = undefined;
-      this.txnFailed = undefined;
-      for (const f of files) await this.unlock(f.path);
+      await this.endTransaction();
     }
   }
 
   async abort(): Promise<number> {
     const files = this.txn;
     if (!files) throw new DfsError("BAD_REQUEST", "no transaction is open");
+    await this.endTransaction();
+    return files.length;
+  }
+
+  private async endTransaction(): Promise<void> {
     this.txn = undefined;
     this.txnFailed = undefined;
-    for (const f of files) await this.unlock(f.path);
-    return files.length;
+    const leases = [...this.txnLeases.values()];
+    this.txnLeases.clear();
+    await Promise.all(leases.map((l) => l.release()));
   }
 
   async close(): Promise<void> {
     await Promise.allSettled([...this.releasing]);
-    for (const lease of this.leases.values()) await lease.release();
-    this.leases.clear();
-    await this.lockLink?.close();
+    if (this.txn) await this.endTransaction();
+    await this.locks.close();
     await this.dirLink.close();
     await this.pool.close();
   }
 }
 
-let owner: string | undefined;
-/** Who holds a lock, as others are told: user@host (looked up once; getpwuid is not free). */
-function lockOwner(): string {
-  if (owner === undefined) {
-    let user = "unknown";
-    try {
-      user = os.userInfo().username;
-    } catch {
-      // No passwd entry (e.g. an arbitrary uid in a container): the host name still helps.
-    }
-    owner = `${user}@${os.hostname()}`;
-  }
-  return owner;
+/** A commit refused because chunks it names were collected meanwhile: writing again will store them again. */
+function chunksGone(err: unknown): boolean {
+  const e = toDfsError(err);
+  return e.code === "CONFLICT" && e.details?.reason === "chunks-gone";
 }

@@ -40,7 +40,7 @@ export const COMMANDS: Record<string, Command> = {
     summary: "store LOCAL (default: REMOTE's base name here; - = stdin) as REMOTE, under a write lock",
     min: 1, max: 2,
     async run(c, [remote, local], _f, io) {
-      let source: AsyncIterable<Uint8Array>;
+      let source: AsyncIterable<Uint8Array> | (() => AsyncIterable<Uint8Array>);
       let total: number | undefined;
       const from = local ?? path.posix.basename(remote!);
       if (from === "-") {
@@ -52,8 +52,9 @@ export const COMMANDS: Record<string, Command> = {
         if (!st) throw new DfsError("NOT_FOUND", `no such local file: ${file}`);
         if (!st.isFile()) throw new DfsError("BAD_REQUEST", `${file} is not a regular file`);
         total = st.size;
-        // Reads of a whole default chunk, so chunks need no copying together.
-        source = createReadStream(file, { highWaterMark: 4 * 1024 * 1024 });
+        // Reads of a whole default chunk, so chunks need no copying together. A function, so that a write
+        // whose chunks were collected before its commit can read the file again.
+        source = () => createReadStream(file, { highWaterMark: 4 * 1024 * 1024 });
       }
       const bar = progressBar(io.stderr, `write ${remote}`, total);
       try {

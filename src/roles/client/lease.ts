@@ -3,7 +3,13 @@ import type { LockGrant } from "../../protocol/lock.js";
 import type { Logger } from "../../log.js";
 import type { Upstream } from "../upstream.js";
 
-/** A held write lock: renewed in the background until released; `lost` once a renewal was refused. */
+const iso = (ms: number) => new Date(ms).toISOString();
+
+/**
+ * A held write lock: renewed in the background until released. Once lost it stays lost, with a reason that
+ * says what really happened: the lock service refused a renewal, could not be reached before the lease ended,
+ * or this process did not get to renew in time (it was paused or too busy).
+ */
 export class Lease {
   private timer?: NodeJS.Timeout;
   private _lost?: DfsError;
@@ -13,14 +19,21 @@ export class Lease {
     private readonly lock: Upstream,
     readonly path: string,
     readonly token: number,
+    private readonly session: string,
+    /** On this machine's clock, from before the request that granted or renewed it. */
     public expiresAt: number,
     private readonly ttlMs: number,
     private readonly log: Logger,
+    private readonly onLost: (lease: Lease) => void = () => {},
   ) {
     this.schedule();
   }
 
+  /** Why the lock is lost, or undefined while it is held. Checks the clock too: a timer may not have run yet. */
   get lost(): DfsError | undefined {
+    if (!this._lost && !this.released && Date.now() >= this.expiresAt) {
+      this.lose(`its lease ended at ${iso(this.expiresAt)} before this session renewed it (the process was paused or too busy)`);
+    }
     return this._lost;
   }
 
@@ -30,11 +43,21 @@ export class Lease {
     clearTimeout(this.timer);
     if (this._lost) return;
     try {
-      await this.lock.request("lock.release", { path: this.path, token: this.token }, { timeoutMs: 5000 });
+      await this.lock.request("lock.release", { path: this.path, token: this.token, session: this.session }, { timeoutMs: 5000 });
     } catch (err) {
       // The lock service frees it at lease end anyway; nothing is lost by failing here.
       this.log.debug("release failed", { path: this.path, err: toDfsError(err).message });
     }
+  }
+
+  private lose(why: string): void {
+    if (this._lost) return;
+    clearTimeout(this.timer);
+    this._lost = new DfsError("STALE_TOKEN", `the lock on ${this.path} was lost: ${why}; ${this.path} may have changed since, run \`lock ${this.path}\` to take it again`, {
+      details: { path: this.path, token: this.token, lostAt: Date.now() },
+    });
+    this.log.warn("lock lost", { path: this.path, token: this.token, why });
+    this.onLost(this);
   }
 
   private schedule(): void {
@@ -44,22 +67,25 @@ export class Lease {
   }
 
   private async renew(): Promise<void> {
-    if (this.released) return;
+    if (this.released || this.lost) return;
     try {
-      const g = await this.lock.request<LockGrant>("lock.renew", { path: this.path, token: this.token, ttlMs: this.ttlMs }, { timeoutMs: this.ttlMs / 3 });
-      this.expiresAt = g.expiresAt;
+      const body = { path: this.path, token: this.token, session: this.session, ttlMs: this.ttlMs };
+      const sent = Date.now();
+      const left = this.expiresAt - sent;
+      await this.lock.request<LockGrant>("lock.renew", body, { timeoutMs: Math.max(100, Math.min(this.ttlMs / 3, left)) });
+      // Counted on this machine's clock from before the request: never later than the lock service's end.
+      if (!this._lost) this.expiresAt = sent + this.ttlMs;
     } catch (err) {
       const e = toDfsError(err);
-      if (e.code === "STALE_TOKEN") {
-        this._lost = e;
-        this.log.warn("lock lost", { path: this.path, token: this.token });
+      if (e.code === "STALE_TOKEN" || e.code === "FORBIDDEN") {
+        this.lose(`the lock service no longer holds it for this session (${e.message})`);
         return;
       }
-      if (Date.now() > this.expiresAt) {
-        this._lost = new DfsError("STALE_TOKEN", `the lock on ${this.path} expired while the lock service was unreachable`);
+      if (Date.now() >= this.expiresAt) {
+        this.lose(`it could not be renewed before its lease ended at ${iso(this.expiresAt)} (${e.message})`);
         return;
       }
     }
-    if (!this.released) this.schedule();
+    if (!this.released && !this._lost) this.schedule();
   }
 }

@@ -22,7 +22,15 @@ export interface TransferCtx {
   stats: TransferStats;
   /** Chunks in flight at once: bounds memory to about window x chunk size. */
   window: number;
+  /** Storage node id -> until when new placements avoid it (it failed a transfer). */
+  avoid: Map<string, number>;
 }
+
+/** What a write reads from. */
+export type Source = AsyncIterable<Uint8Array> | Iterable<Uint8Array>;
+
+/** How long a storage node that failed a transfer is left out of this client's placements. */
+const AVOID_MS = 30_000;
 
 export interface Uploaded {
   size: number;
@@ -54,7 +62,7 @@ export async function* rechunk(source: AsyncIterable<Uint8Array> | Iterable<Uint
 /** Stores every chunk of `source` on enough storage nodes; returns what the commit needs. */
 export async function upload(
   ctx: TransferCtx,
-  source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+  source: Source,
   chunkSize: number,
   onProgress?: (bytes: number) => void,
 ): Promise<Uploaded> {
@@ -80,11 +88,26 @@ export async function upload(
   return { size, sha256: whole.digest("hex"), chunks };
 }
 
+function avoided(ctx: TransferCtx): string[] {
+  const now = Date.now();
+  for (const [node, until] of ctx.avoid) if (until <= now) ctx.avoid.delete(node);
+  return [...ctx.avoid.keys()];
+}
+
 async function storeChunk(ctx: TransferCtx, hash: string, data: Buffer): Promise<void> {
   const exclude: string[] = [];
   let lastError: DfsError | undefined;
   for (let attempt = 0; attempt < 4; attempt++) {
-    const place = await ctx.directory.request<PlaceReply>("dir.place", { chunks: [{ hash, size: data.length }], exclude });
+    let place: PlaceReply;
+    try {
+      place = await ctx.directory.request<PlaceReply>("dir.place", { chunks: [{ hash, size: data.length }], exclude: [...new Set([...exclude, ...avoided(ctx)])] });
+    } catch (err) {
+      // Avoiding nodes must not make a write fail that the whole cluster could take.
+      const e = toDfsError(err);
+      if (e.code !== "NOT_ENOUGH_NODES" || ctx.avoid.size === 0) throw e;
+      ctx.avoid.clear();
+      continue;
+    }
     const targets = place.chunks[0]?.targets ?? [];
     if (targets.length === 0) {
       ctx.stats.chunksDeduplicated++;
@@ -92,17 +115,25 @@ async function storeChunk(ctx: TransferCtx, hash: string, data: Buffer): Promise
     }
     const [first, ...rest] = targets as [Replica, ...Replica[]];
     try {
-      const reply = await ctx.pool.request<PutReply>(first.url, "store.put", { hash, data, chain: rest.map((r) => r.url) }, { timeoutMs: 120_000 });
+      const body = { hash, gen: place.gen, chain: rest.map((r) => r.url), data };
+      const reply = await ctx.pool.request<PutReply>(first.url, "store.put", body, { timeoutMs: 120_000 });
       ctx.stats.chunksUploaded++;
       const missing = targets.filter((t) => !reply.stored.includes(t.url));
       if (missing.length === 0) return;
       // Part of the chain failed: ask again; the directory now counts the copies that did land.
-      exclude.push(...missing.map((m) => m.node));
+      for (const m of missing) {
+        exclude.push(m.node);
+        ctx.avoid.set(m.node, Date.now() + AVOID_MS);
+      }
       lastError = new DfsError("UNAVAILABLE", `storage node(s) ${missing.map((m) => m.url).join(", ")} did not take chunk ${hash.slice(0, 12)}`);
     } catch (err) {
       lastError = toDfsError(err);
       if (lastError.code === "CORRUPT" || lastError.code === "BAD_REQUEST") throw lastError;
-      exclude.push(first.node);
+      // CONFLICT: a delete of this chunk was ordered after our placement; a new placement outranks it.
+      if (lastError.code !== "CONFLICT") {
+        exclude.push(first.node);
+        ctx.avoid.set(first.node, Date.now() + AVOID_MS);
+      }
       ctx.log.debug("chunk upload failed, re-placing", { hash, node: first.node, err: lastError.message });
     }
   }

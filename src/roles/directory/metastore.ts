@@ -31,6 +31,8 @@ import { loadSqlJs, run } from "./sql.js";
 export interface MetaStoreInit<R> {
   dir: string;
   schema: string;
+  /** Brings a database loaded from an older snapshot to the current layout; runs before journal replay. */
+  upgrade?: (db: Database) => void;
   apply: (db: Database, rec: R) => void;
   snapshotEvery?: number;
   log?: Logger;
@@ -152,6 +154,7 @@ export async function openMetaStore<R>(init: MetaStoreInit<R>): Promise<MetaStor
   db.exec("PRAGMA journal_mode=MEMORY; PRAGMA synchronous=OFF; PRAGMA temp_store=MEMORY; PRAGMA locking_mode=EXCLUSIVE;");
   try {
     if (!snap) db.exec(init.schema);
+    init.upgrade?.(db);
     const baseGen = snap?.gen ?? 1;
     const stale = await deleteJournalsBelow(dir, baseGen);
     if (stale.length) log.info("journals-stale-removed", { gens: stale.join(","), snapshotGen: baseGen });

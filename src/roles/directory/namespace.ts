@@ -2,6 +2,7 @@ import type { Database } from "sql.js";
 import type { FileInfo, ListEntry } from "../../protocol/directory.js";
 import { DfsError } from "../../protocol/errors.js";
 import type { NodeTable } from "./nodes.js";
+import { metaNumber } from "./schema.js";
 import { all, get } from "./sql.js";
 
 /** Read-side queries of the namespace; every change goes through a journal record instead. */
@@ -42,38 +43,29 @@ export class Namespace {
     }));
   }
 
-  /** Live replicas of each chunk, for the commit check. */
-  liveCount(hash: string): number {
-    return this.nodes.liveReplicas(hash).length;
-  }
-
-  totals(replicas: number): { files: number; chunks: number; bytes: number; underReplicated: number } {
-    const one = (sql: string, params: number[] = []) => Number(get(this.db, sql, params)?.[0] ?? 0);
+  /** Files, bytes and referenced chunks, from counters the journal records keep (no scan). */
+  totals(): { files: number; chunks: number; bytes: number } {
     return {
-      files: one("SELECT COUNT(*) FROM files"),
-      bytes: one("SELECT COALESCE(SUM(size), 0) FROM files"),
-      chunks: one("SELECT COUNT(*) FROM chunks WHERE refs > 0"),
-      underReplicated: one(
-        `SELECT COUNT(*) FROM chunks c WHERE c.refs > 0 AND
-         (SELECT COUNT(*) FROM replicas r JOIN nodes n ON n.id=r.node WHERE r.hash=c.hash AND n.state='up') < ?`,
-        [replicas],
-      ),
+      files: metaNumber(this.db, "files") ?? 0,
+      bytes: metaNumber(this.db, "bytes") ?? 0,
+      chunks: metaNumber(this.db, "chunks") ?? 0,
     };
   }
 
   /**
-   * Referenced chunks with fewer than `replicas` copies on nodes not yet declared down (repair's work list):
-   * a node that only lost its link may come back, so its copies still count until --dead-after.
+   * The next `limit` referenced chunks after `cursor` in hash order, with their copies on live nodes (`up`) and
+   * on nodes not yet declared down (`present`: a node that only lost its link may come back).
    */
-  underReplicatedAll(replicas: number, limit = 10_000): { hash: string; size: number; present: number }[] {
+  replicaPage(cursor: string, limit: number): { hash: string; size: number; up: number; present: number }[] {
     const rows = all(
       this.db,
-      `SELECT hash, size, present FROM (SELECT c.hash, c.size,
-       (SELECT COUNT(*) FROM replicas r JOIN nodes n ON n.id=r.node WHERE r.hash=c.hash AND n.state!='down') AS present
-       FROM chunks c WHERE c.refs > 0) WHERE present < ? LIMIT ?`,
-      [replicas, limit],
+      `SELECT c.hash, c.size,
+         (SELECT COUNT(*) FROM replicas r JOIN nodes n ON n.id=r.node WHERE r.hash=c.hash AND n.state='up'),
+         (SELECT COUNT(*) FROM replicas r JOIN nodes n ON n.id=r.node WHERE r.hash=c.hash AND n.state!='down')
+       FROM chunks c WHERE c.hash > ? AND c.refs > 0 ORDER BY c.hash LIMIT ?`,
+      [cursor, limit],
     );
-    return rows.map(([hash, size, present]) => ({ hash: String(hash), size: Number(size), present: Number(present) }));
+    return rows.map(([hash, size, up, present]) => ({ hash: String(hash), size: Number(size), up: Number(up), present: Number(present) }));
   }
 
   sizeOf(hash: string): number {

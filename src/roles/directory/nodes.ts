@@ -23,6 +23,7 @@ export class NodeTable {
     private readonly deadAfterMs: number,
     private readonly log: Logger,
     private readonly onDown: (id: string) => void,
+    private readonly onLinkLost: (id: string) => void = () => {},
   ) {
     // Whoever was up before a restart gets a full dead-after period to reconnect.
     run(this.db, "UPDATE nodes SET state='suspect', seen=? WHERE state != 'down'", [Date.now()]);
@@ -61,6 +62,13 @@ export class NodeTable {
     return true;
   }
 
+  /** Any message from a registered node shows it alive (a long chunk report sends no heartbeats). */
+  heard(peer: Peer): void {
+    const id = this.byPeer.get(peer.id);
+    const l = id ? this.live.get(id) : undefined;
+    if (l) l.heard = Date.now();
+  }
+
   /** Counts newly reported chunks at once, so status is current between heartbeats. */
   bump(id: string, chunks: { size: number }[]): void {
     const bytes = chunks.reduce((n, c) => n + c.size, 0);
@@ -75,6 +83,7 @@ export class NodeTable {
     this.live.delete(id);
     run(this.db, "UPDATE nodes SET state='suspect', seen=? WHERE id=?", [Date.now(), id]);
     this.log.warn("node link lost", { id });
+    this.onLinkLost(id);
   }
 
   peerOf(id: string): Peer | undefined {
@@ -92,6 +101,12 @@ export class NodeTable {
   liveReplicas(hash: string): Replica[] {
     return all(this.db, "SELECT n.id, n.url FROM replicas r JOIN nodes n ON n.id = r.node WHERE r.hash=? AND n.state='up'", [hash])
       .map(([id, url]) => ({ node: String(id), url: String(url) }));
+  }
+
+  /** Live nodes holding a chunk, with what trimming a surplus copy needs to choose. */
+  liveHolders(hash: string): { id: string; zone: string; free: number }[] {
+    return all(this.db, "SELECT n.id, n.zone, n.free FROM replicas r JOIN nodes n ON n.id = r.node WHERE r.hash=? AND n.state='up'", [hash])
+      .map(([id, zone, free]) => ({ id: String(id), zone: String(zone), free: Number(free) }));
   }
 
   lockUrl(): string | null {

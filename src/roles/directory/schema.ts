@@ -1,113 +1,183 @@
 import type { Database } from "sql.js";
 import { DfsError } from "../../protocol/errors.js";
-import { get, run } from "./sql.js";
+import { all, get, run } from "./sql.js";
 
-/** Tables of the directory. `nodes.state/free/used/chunks/seen` are live figures, never journaled. */
+/**
+ * Tables of the directory. Journaled records change them, except the live figures that the directory
+ * keeps current by itself and rebuilds after a restart: `nodes.state/free/used/chunks/seen` and
+ * `replicas.mark` (which chunk report last confirmed a replica).
+ */
 export const SCHEMA = `
-CREATE TABLE files(path TEXT PRIMARY KEY, version INTEGER NOT NULL, size INTEGER NOT NULL,
+CREATE TABLE IF NOT EXISTS files(path TEXT PRIMARY KEY, version INTEGER NOT NULL, size INTEGER NOT NULL,
   sha256 TEXT NOT NULL, chunks TEXT NOT NULL, mtime INTEGER NOT NULL);
-CREATE TABLE chunks(hash TEXT PRIMARY KEY, size INTEGER NOT NULL, refs INTEGER NOT NULL);
-CREATE TABLE replicas(hash TEXT NOT NULL, node TEXT NOT NULL, PRIMARY KEY(hash, node)) WITHOUT ROWID;
-CREATE INDEX replicas_node ON replicas(node);
-CREATE TABLE nodes(id TEXT PRIMARY KEY, role TEXT NOT NULL, url TEXT NOT NULL, zone TEXT NOT NULL,
+CREATE TABLE IF NOT EXISTS chunks(hash TEXT PRIMARY KEY, size INTEGER NOT NULL, refs INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS chunks_unreferenced ON chunks(hash) WHERE refs = 0;
+CREATE TABLE IF NOT EXISTS replicas(hash TEXT NOT NULL, node TEXT NOT NULL, PRIMARY KEY(hash, node)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS replicas_node ON replicas(node);
+CREATE TABLE IF NOT EXISTS nodes(id TEXT PRIMARY KEY, role TEXT NOT NULL, url TEXT NOT NULL, zone TEXT NOT NULL,
   capacity INTEGER, free INTEGER NOT NULL DEFAULT 0, used INTEGER NOT NULL DEFAULT 0,
   chunks INTEGER NOT NULL DEFAULT 0, state TEXT NOT NULL DEFAULT 'down', seen INTEGER NOT NULL DEFAULT 0);
-CREATE TABLE fences(path TEXT PRIMARY KEY, token INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS leases(path TEXT PRIMARY KEY, token INTEGER NOT NULL, owner TEXT NOT NULL,
+  session TEXT NOT NULL, expires INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS tombstones(hash TEXT NOT NULL, node TEXT NOT NULL, gen INTEGER NOT NULL, at INTEGER NOT NULL,
+  PRIMARY KEY(hash, node)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tombstones_at ON tombstones(at);
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
 `;
+
+/** Columns added since the first release: a database made by it gains them when opened. */
+const ADDED_COLUMNS: [table: string, column: string, decl: string][] = [
+  ["replicas", "mark", "INTEGER NOT NULL DEFAULT 0"],
+  ["nodes", "cert", "TEXT"],
+  ["nodes", "secret", "TEXT"],
+];
+
+/**
+ * Brings a database of any earlier layout to this one; idempotent, and run on every open. Counters that
+ * an older database lacks are computed once from its rows.
+ */
+export function upgradeSchema(db: Database): void {
+  db.exec(SCHEMA);
+  for (const [table, column, decl] of ADDED_COLUMNS) {
+    const have = all(db, `PRAGMA table_info(${table})`).some((r) => r[1] === column);
+    if (!have) db.exec(`ALTER TABLE ${table} ADD COLUMN ${column} ${decl}`);
+  }
+  if (metaNumber(db, "files") === undefined) {
+    const one = (sql: string) => Number(get(db, sql)?.[0] ?? 0);
+    setMeta(db, "files", one("SELECT COUNT(*) FROM files"));
+    setMeta(db, "bytes", one("SELECT COALESCE(SUM(size), 0) FROM files"));
+    setMeta(db, "chunks", one("SELECT COUNT(*) FROM chunks WHERE refs > 0"));
+  }
+}
+
+export function metaNumber(db: Database, key: string): number | undefined {
+  const r = get(db, "SELECT value FROM meta WHERE key=?", [key]);
+  return r ? Number(r[0]) : undefined;
+}
+
+export function metaText(db: Database, key: string): string | undefined {
+  const r = get(db, "SELECT value FROM meta WHERE key=?", [key]);
+  return r ? String(r[0]) : undefined;
+}
+
+function setMeta(db: Database, key: string, value: number | string): void {
+  run(db, "INSERT INTO meta(key, value) VALUES(?,?) ON CONFLICT(key) DO UPDATE SET value=excluded.value", [key, value]);
+}
+
+function addMeta(db: Database, key: string, delta: number): void {
+  if (delta !== 0) run(db, "UPDATE meta SET value = value + ? WHERE key=?", [delta, key]);
+}
 
 export interface CommitFile {
   path: string;
   size: number;
   sha256: string;
   chunks: string[];
-  token: number;
   baseVersion?: number;
 }
 
-/** Journal records: every durable change of the directory is one of these, replayed in order at start-up. */
+/**
+ * Journal records: every durable change of the directory is one of these, replayed in order at start-up.
+ * `gc` and `reconcile` are only replayed from journals written by the first release.
+ */
 export type DirRecord =
-  | { op: "node"; id: string; role: string; url: string; zone: string; capacity: number | null }
+  | { op: "cluster"; id: string }
+  | { op: "node"; id: string; role: string; url: string; zone: string; capacity: number | null; cert?: string; secret?: string }
   | { op: "commit"; files: CommitFile[]; mtime: number }
-  | { op: "rm"; path: string; token?: number }
-  | { op: "mv"; from: string; to: string; token?: number }
+  | { op: "rm"; path: string }
+  | { op: "mv"; from: string; to: string }
   | { op: "replicas"; node: string; add: { hash: string; size: number }[] }
   | { op: "unreplicate"; node: string; hashes: string[] }
+  | { op: "drop"; gen: number; at: number; chunks: string[]; replicas: { hash: string; node: string }[] }
+  | { op: "prune"; before: number }
+  | { op: "lease"; path: string; token: number; owner: string; session: string; expires: number }
+  | { op: "unlease"; path: string; token: number }
+  | { op: "gen"; ceiling: number }
   | { op: "reconcile"; node: string; hashes: string[] }
   | { op: "gc"; hashes: string[] };
 
 /** Applies one record. Deterministic, and throws a DfsError to refuse it (nothing is journaled then). */
 export function applyRecord(db: Database, rec: DirRecord): void {
   switch (rec.op) {
+    case "cluster":
+      return setMeta(db, "cluster", rec.id);
     case "node":
       run(db,
-        `INSERT INTO nodes(id, role, url, zone, capacity) VALUES(?,?,?,?,?)
-         ON CONFLICT(id) DO UPDATE SET role=excluded.role, url=excluded.url, zone=excluded.zone, capacity=excluded.capacity`,
-        [rec.id, rec.role, rec.url, rec.zone, rec.capacity],
+        `INSERT INTO nodes(id, role, url, zone, capacity, cert, secret) VALUES(?,?,?,?,?,?,?)
+         ON CONFLICT(id) DO UPDATE SET role=excluded.role, url=excluded.url, zone=excluded.zone, capacity=excluded.capacity,
+         cert=COALESCE(nodes.cert, excluded.cert), secret=COALESCE(nodes.secret, excluded.secret)`,
+        [rec.id, rec.role, rec.url, rec.zone, rec.capacity, rec.cert ?? null, rec.secret ?? null],
       );
       return;
     case "commit":
       return applyCommit(db, rec.files, rec.mtime);
     case "rm":
-      return applyRemove(db, rec.path, rec.token);
+      return applyRemove(db, rec.path);
     case "mv":
-      return applyMove(db, rec.from, rec.to, rec.token);
-    case "replicas": {
+      return applyMove(db, rec.from, rec.to);
+    case "replicas":
       for (const c of rec.add) {
         run(db, "INSERT INTO chunks(hash, size, refs) VALUES(?,?,0) ON CONFLICT(hash) DO NOTHING", [c.hash, c.size]);
         run(db, "INSERT OR IGNORE INTO replicas(hash, node) VALUES(?,?)", [c.hash, rec.node]);
       }
       return;
-    }
-    case "unreplicate": {
+    case "unreplicate":
       for (const h of rec.hashes) run(db, "DELETE FROM replicas WHERE hash=? AND node=?", [h, rec.node]);
       return;
-    }
-    case "gc": {
-      // Only chunks still unreferenced go: a commit may have claimed one since the sweep chose it.
+    case "drop":
+      // Only chunks still unreferenced go: the record was made in the same step that checked it.
+      for (const h of rec.chunks) run(db, "DELETE FROM chunks WHERE hash=? AND refs=0", [h]);
+      for (const r of rec.replicas) {
+        run(db, "DELETE FROM replicas WHERE hash=? AND node=?", [r.hash, r.node]);
+        run(db, "INSERT OR REPLACE INTO tombstones(hash, node, gen, at) VALUES(?,?,?,?)", [r.hash, r.node, rec.gen, rec.at]);
+      }
+      return;
+    case "prune":
+      run(db, "DELETE FROM tombstones WHERE at < ?", [rec.before]);
+      return;
+    case "lease":
+      run(db, "INSERT OR REPLACE INTO leases(path, token, owner, session, expires) VALUES(?,?,?,?,?)",
+        [rec.path, rec.token, rec.owner, rec.session, rec.expires]);
+      if (rec.token > (metaNumber(db, "token") ?? 0)) setMeta(db, "token", rec.token);
+      return;
+    case "unlease":
+      run(db, "DELETE FROM leases WHERE path=? AND token=?", [rec.path, rec.token]);
+      return;
+    case "gen":
+      if (rec.ceiling > (metaNumber(db, "gen") ?? 0)) setMeta(db, "gen", rec.ceiling);
+      return;
+    case "reconcile":
+      run(db, "DELETE FROM replicas WHERE node=?", [rec.node]);
+      for (const h of rec.hashes) run(db, "INSERT OR IGNORE INTO replicas(hash, node) SELECT hash, ? FROM chunks WHERE hash=?", [rec.node, h]);
+      return;
+    case "gc":
       for (const h of rec.hashes) {
         run(db, "DELETE FROM chunks WHERE hash=? AND refs=0", [h]);
         run(db, "DELETE FROM replicas WHERE hash=? AND NOT EXISTS (SELECT 1 FROM chunks WHERE hash=?)", [h, h]);
       }
       return;
-    }
-    case "reconcile": {
-      run(db, "DELETE FROM replicas WHERE node=?", [rec.node]);
-      // Only chunks the directory knows (committed or announced) are tracked; the rest are orphans on that node.
-      for (const h of rec.hashes) run(db, "INSERT OR IGNORE INTO replicas(hash, node) SELECT hash, ? FROM chunks WHERE hash=?", [rec.node, h]);
-      return;
-    }
   }
-}
-
-function checkFence(db: Database, path: string, token: number | undefined): void {
-  if (token === undefined) return;
-  const seen = get(db, "SELECT token FROM fences WHERE path=?", [path])?.[0] as number | undefined;
-  if (seen !== undefined && token < seen) {
-    throw new DfsError("STALE_TOKEN", `write to ${path} carries lock token ${token}, but token ${seen} was already used; the lock was lost`, {
-      details: { path, token, seen },
-    });
-  }
-  if (seen === token) return;
-  run(db, "INSERT INTO fences(path, token) VALUES(?,?) ON CONFLICT(path) DO UPDATE SET token=excluded.token", [path, token]);
 }
 
 function applyCommit(db: Database, files: CommitFile[], mtime: number): void {
   for (const f of files) {
-    checkFence(db, f.path, f.token);
-    const current = get(db, "SELECT version, chunks FROM files WHERE path=?", [f.path]);
+    const current = get(db, "SELECT version, chunks, size FROM files WHERE path=?", [f.path]);
     const version = current ? Number(current[0]) : 0;
     if (f.baseVersion !== undefined && f.baseVersion !== version) {
       throw new DfsError("CONFLICT", `${f.path} changed since version ${f.baseVersion} (now ${version}); nothing was committed`, {
         details: { path: f.path, baseVersion: f.baseVersion, version },
       });
     }
-    for (const h of f.chunks) {
-      if (get(db, "SELECT refs FROM chunks WHERE hash=?", [h]) === undefined) {
-        throw new DfsError("CONFLICT", `chunk ${h.slice(0, 12)} of ${f.path} was never stored`);
-      }
+    const missing = [...new Set(f.chunks)].filter((h) => get(db, "SELECT 1 FROM chunks WHERE hash=?", [h]) === undefined);
+    if (missing.length > 0) {
+      throw new DfsError("CONFLICT", `${missing.length} chunk(s) of ${f.path} are no longer stored (collected before this commit); nothing was committed, write the file again`, {
+        details: { path: f.path, reason: "chunks-gone", missing },
+      });
     }
     if (current) adjustRefs(db, JSON.parse(String(current[1])) as string[], -1);
     adjustRefs(db, f.chunks, +1);
+    addMeta(db, "files", current ? 0 : 1);
+    addMeta(db, "bytes", f.size - (current ? Number(current[2]) : 0));
     run(db,
       `INSERT INTO files(path, version, size, sha256, chunks, mtime) VALUES(?,?,?,?,?,?)
        ON CONFLICT(path) DO UPDATE SET version=excluded.version, size=excluded.size, sha256=excluded.sha256,
@@ -117,25 +187,37 @@ function applyCommit(db: Database, files: CommitFile[], mtime: number): void {
   }
 }
 
-function applyRemove(db: Database, path: string, token?: number): void {
-  const found = get(db, "SELECT chunks FROM files WHERE path=?", [path]);
+function applyRemove(db: Database, path: string): void {
+  const found = get(db, "SELECT chunks, size FROM files WHERE path=?", [path]);
   if (!found) throw new DfsError("NOT_FOUND", `no such file: ${path}`);
-  checkFence(db, path, token);
   adjustRefs(db, JSON.parse(String(found[0])) as string[], -1);
+  addMeta(db, "files", -1);
+  addMeta(db, "bytes", -Number(found[1]));
   run(db, "DELETE FROM files WHERE path=?", [path]);
 }
 
-function applyMove(db: Database, from: string, to: string, token?: number): void {
+function applyMove(db: Database, from: string, to: string): void {
   if (from === to) return;
   if (get(db, "SELECT version FROM files WHERE path=?", [from]) === undefined) throw new DfsError("NOT_FOUND", `no such file: ${from}`);
   if (get(db, "SELECT version FROM files WHERE path=?", [to]) !== undefined) {
     throw new DfsError("EXISTS", `${to} already exists; remove it first`);
   }
-  checkFence(db, from, token);
   // The new name continues the old name's versions so that cached copies stay valid.
   run(db, "UPDATE files SET path=? WHERE path=?", [to, from]);
 }
 
+/** Counts chunk references up or down; a chunk going from 0 to 1 reference or back changes the live count. */
 function adjustRefs(db: Database, hashes: string[], delta: number): void {
-  for (const h of hashes) run(db, "UPDATE chunks SET refs = MAX(0, refs + ?) WHERE hash=?", [delta, h]);
+  let live = 0;
+  for (const h of hashes) {
+    const before = get(db, "SELECT refs FROM chunks WHERE hash=?", [h]);
+    if (!before) continue;
+    const refs = Number(before[0]);
+    const after = Math.max(0, refs + delta);
+    if (after === refs) continue;
+    run(db, "UPDATE chunks SET refs=? WHERE hash=?", [after, h]);
+    if (refs === 0 && after > 0) live++;
+    else if (refs > 0 && after === 0) live--;
+  }
+  addMeta(db, "chunks", live);
 }

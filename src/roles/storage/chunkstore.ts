@@ -34,7 +34,6 @@ function errno(err: unknown): string | undefined {
   return (err as NodeJS.ErrnoException | undefined)?.code;
 }
 
-/** fsync of a folder, so that a rename or a new entry in it survives a crash. */
 /**
  * Content-addressed chunks on local disk: DIR/chunks/ab/<sha256>, written through DIR/chunks/tmp
  * (exclusive create, fsync, rename, fsync of the folder). Every operation on one hash is serialized,
@@ -97,7 +96,7 @@ export class ChunkStore {
   private async scan(): Promise<void> {
     let used = 0;
     let count = 0;
-    for (const hash of await this.list()) {
+    for await (const hash of this.hashes()) {
       try {
         used += (await fs.stat(this.pathOf(hash))).size;
         count++;
@@ -213,10 +212,12 @@ export class ChunkStore {
     }
   }
 
-  async delete(hash: string): Promise<boolean> {
+  /** Deletes a chunk; `unless`, checked once no other operation on the chunk is under way, can veto it. */
+  async delete(hash: string, opts: { unless?: () => boolean } = {}): Promise<boolean> {
     checkHash(hash);
     this.checkOpen();
     return this.exclusive(hash, async () => {
+      if (opts.unless?.()) return false;
       const file = this.pathOf(hash);
       let size: number;
       try {
@@ -236,7 +237,13 @@ export class ChunkStore {
 
   async list(): Promise<string[]> {
     const out: string[] = [];
-    for (const sub of await fs.readdir(this.chunksDir)) {
+    for await (const h of this.hashes()) out.push(h);
+    return out;
+  }
+
+  /** Every stored chunk's hash, one fan-out folder at a time, so that a million chunks need not sit in one array. */
+  async *hashes(): AsyncGenerator<string> {
+    for (const sub of (await fs.readdir(this.chunksDir)).sort()) {
       if (!FANOUT_RE.test(sub)) continue;
       let names: string[];
       try {
@@ -245,9 +252,8 @@ export class ChunkStore {
         if (errno(err) === "ENOENT" || errno(err) === "ENOTDIR") continue;
         throw err;
       }
-      for (const name of names) if (isChunkHash(name) && name.startsWith(sub)) out.push(name);
+      for (const name of names) if (isChunkHash(name) && name.startsWith(sub)) yield name;
     }
-    return out;
   }
 
   /**
@@ -256,7 +262,7 @@ export class ChunkStore {
    */
   async verifyAll(opts: { signal?: AbortSignal; bytesPerSecond?: number; onCorrupt?: (hash: string) => Promise<void> } = {}): Promise<string[]> {
     const corrupt: string[] = [];
-    for (const hash of await this.list()) {
+    for await (const hash of this.hashes()) {
       opts.signal?.throwIfAborted();
       let size = 0;
       try {

@@ -1,0 +1,95 @@
+import type { Database } from "sql.js";
+import type { LeaseBody, LeaseInfo, LeaseReply } from "../../protocol/directory.js";
+import { DfsError } from "../../protocol/errors.js";
+import type { DirRecord } from "./schema.js";
+import { metaNumber } from "./schema.js";
+import { all, get } from "./sql.js";
+
+/** What a mutation of a path presents: the token of the lease it holds there, and the client's session. */
+export interface Credential {
+  token?: number;
+  session?: string;
+}
+
+interface Lease {
+  token: number;
+  owner: string;
+  session: string;
+  expires: number;
+}
+
+/**
+ * The directory's side of locking: every lease the lock service grants or renews is recorded here (journaled)
+ * before its holder learns of it, so the directory can fence every mutation of a leased path. Tokens come from
+ * one journaled counter, so they only grow, whatever happens to the lock service; a token the directory never
+ * issued is worth nothing.
+ */
+export class Leases {
+  constructor(
+    private readonly db: Database,
+    private readonly commit: (rec: DirRecord) => { durable: Promise<void> },
+  ) {}
+
+  private current(path: string, now: number): Lease | undefined {
+    const r = get(this.db, "SELECT token, owner, session, expires FROM leases WHERE path=?", [path]);
+    if (!r || Number(r[3]) <= now) return undefined;
+    return { token: Number(r[0]), owner: String(r[1]), session: String(r[2]), expires: Number(r[3]) };
+  }
+
+  /** Grants (no token) or renews a lease; the reply waits until the record is on disk. */
+  lease(b: LeaseBody, now = Date.now()): Promise<LeaseReply> {
+    const expires = now + b.ttlMs;
+    let token: number;
+    if (b.token === undefined) {
+      // A grant replaces whatever lease the path had: the lock service decided its holder is gone.
+      token = (metaNumber(this.db, "token") ?? 0) + 1;
+    } else {
+      const l = this.current(b.path, now);
+      if (!l || l.token !== b.token || l.session !== b.session) {
+        throw new DfsError("STALE_TOKEN", `the lease on ${b.path} with token ${b.token} has ended; it cannot be renewed`, {
+          details: { path: b.path, token: b.token },
+        });
+      }
+      token = b.token;
+    }
+    const { durable } = this.commit({ op: "lease", path: b.path, token, owner: b.owner, session: b.session, expires });
+    return durable.then(() => ({ token, expiresAt: expires }));
+  }
+
+  unlease(path: string, token: number): Promise<void> {
+    if (get(this.db, "SELECT 1 FROM leases WHERE path=? AND token=?", [path, token]) === undefined) return Promise.resolve();
+    return this.commit({ op: "unlease", path, token }).durable;
+  }
+
+  /** Leases still running, for a lock service that lost its own state in a restart. */
+  live(now = Date.now()): LeaseInfo[] {
+    return all(this.db, "SELECT path, token, owner, session, expires FROM leases WHERE expires > ?", [now]).map((r) => ({
+      path: String(r[0]), token: Number(r[1]), owner: String(r[2]), session: String(r[3]), expiresAt: Number(r[4]),
+    }));
+  }
+
+  /**
+   * Throws unless a mutation of `path` with `cred` is allowed now: while a lease runs, only its holder (its
+   * session, with its current token if it names one) may change the path; a token of a lease that ended is stale.
+   */
+  check(path: string, cred: Credential, now = Date.now()): void {
+    const l = this.current(path, now);
+    if (l) {
+      if (cred.session === l.session && (cred.token === undefined || cred.token === l.token)) return;
+      const until = new Date(l.expires).toISOString();
+      if (cred.token !== undefined) {
+        throw new DfsError("STALE_TOKEN", `the lock on ${path} with token ${cred.token} was lost; ${l.owner || "another client"} holds it now (until ${until})`, {
+          details: { path, token: cred.token, holder: l.owner, expiresAt: l.expires },
+        });
+      }
+      throw new DfsError("LOCKED", `${path} is locked by ${l.owner || "another client"} until ${until}`, {
+        details: { path, holder: l.owner, expiresAt: l.expires },
+      });
+    }
+    if (cred.token !== undefined) {
+      throw new DfsError("STALE_TOKEN", `the lock on ${path} with token ${cred.token} is no longer held (its lease ended); nothing was changed`, {
+        details: { path, token: cred.token },
+      });
+    }
+  }
+}

@@ -71,6 +71,12 @@ export class FileService {
     const now = Date.now();
     for (const f of b.files) leases.check(f.path, { token: f.token, session: b.session }, now);
     for (const f of b.files) {
+      const missing = [...new Set(f.chunks)].filter((h) => get(this.c.db, "SELECT 1 FROM chunks WHERE hash=?", [h]) === undefined);
+      if (missing.length > 0) {
+        throw new DfsError("CONFLICT", `${missing.length} chunk(s) of ${f.path} are no longer stored (collected before this commit); nothing was committed, write the file again`, {
+          details: { path: f.path, reason: "chunks-gone", missing },
+        });
+      }
       for (const h of new Set(f.chunks)) {
         const have = nodes.liveReplicas(h).length;
         if (have < this.init.minReplicas) {

@@ -153,3 +153,22 @@ test("a peer that never reads its answers again is dropped after maxPingOut inte
   await waitFor(() => server.connections === 0, "the silent reader dropped", 30_000, 20);
   assert.deepEqual(server.stats(), { connections: 0, paused: 0, requests: 0, bytes: 0 });
 });
+
+test("a server that stops reading a connection keeps it alive with its own pings", async (t) => {
+  const g = gate();
+  const { server, tls } = await serve(t, { "t.park": { allow: ["client"], parse: any, handle: () => later(g.opened) } }, {
+    capacity: 1000,
+    inflight: { requests: 8 },
+    heartbeat: { intervalMs: 100, maxPingOut: 50 },
+  });
+  // A strict client: three missed pings and the server is dead to it.
+  const client = await connect(server.url, { tls, log, heartbeat: { intervalMs: 200, maxPingOut: 3 } });
+  t.after(() => client.close());
+  const parked = Array.from({ length: 40 }, () => code(client.request("t.park", {})));
+  await waitFor(() => server.stats().paused === 1, "server paused", 10_000, 10);
+  // The server reads none of the client's pings now; the client hears the server's pings instead.
+  await new Promise((r) => setTimeout(r, 1500));
+  assert.equal(client.closed, false, "the client kept the connection through 7 of its heartbeat intervals");
+  g.open();
+  assert.deepEqual(new Set(await Promise.all(parked)), new Set(["ok"]));
+});

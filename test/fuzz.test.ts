@@ -5,6 +5,7 @@ import { pack, unpack } from "msgpackr";
 import { WebSocket } from "ws";
 import { loadCerts } from "../src/certs/index.js";
 import { Cluster, waitFor } from "./helpers/cluster.js";
+import { openRaw } from "./helpers/raw.js";
 
 /** A seeded generator, so a failing run can be repeated with the printed seed. */
 function rng(seed: number) {
@@ -79,15 +80,6 @@ function expectsAnswer(frame: Buffer): boolean {
   return true;
 }
 
-async function open(url: string, tls: { ca: string; cert: string; key: string }): Promise<WebSocket> {
-  const ws = new WebSocket(url, { ...tls, minVersion: "TLSv1.3" });
-  await new Promise((resolve, reject) => {
-    ws.once("open", resolve);
-    ws.once("error", reject);
-  });
-  return ws;
-}
-
 test("thousands of random and mutated frames are each refused or answered, and the node keeps serving", async (t) => {
   const c = new Cluster(t, { storage: 1 });
   await c.start();
@@ -95,7 +87,7 @@ test("thousands of random and mutated frames are each refused or answered, and t
   const seed = Number(process.env.FUZZ_SEED ?? Date.now() % 1e9);
   t.diagnostic(`seed ${seed}`);
   const all = frames(3000, rng(seed));
-  let ws = await open(c.dirUrl, tls);
+  let ws = await openRaw(c.dirUrl, tls);
   let answered = 0;
   let expected = 0;
   let closes = 0;
@@ -125,7 +117,7 @@ test("thousands of random and mutated frames are each refused or answered, and t
       // The node may drop a peer that misbehaves; what it answered before that still counts.
       closes++;
       expected += answered - before.answered;
-      ws = await open(c.dirUrl, tls);
+      ws = await openRaw(c.dirUrl, tls);
       listen(ws);
       continue;
     }

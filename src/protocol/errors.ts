@@ -12,6 +12,8 @@ export const ERROR_CODES = [
   "FORBIDDEN",
   "UNAVAILABLE",
   "TIMEOUT",
+  /** The caller gave up (an AbortSignal): unlike TIMEOUT, not a sign that the other side is slow or gone. */
+  "CANCELLED",
   "BUSY",
   "INTERNAL",
 ] as const;

@@ -2,8 +2,9 @@ import { DfsError } from "../protocol/errors.js";
 import { Mailbox } from "./mailbox.js";
 
 export interface RequestOptions {
-  /** Default 30 s. */
+  /** Default 30 s; past it the request fails TIMEOUT. */
   timeoutMs?: number;
+  /** Aborting fails the request CANCELLED at once. */
   signal?: AbortSignal;
 }
 
@@ -38,7 +39,14 @@ export interface ActorInit {
   /** Message types this actor owns start with it, e.g. "dir.". */
   prefix: string;
   concurrency: number;
+  /** Messages held beyond the running ones (queued, or awaiting a deferred reply); default 10,000. */
   capacity?: number;
+  /**
+   * Most messages one connection may have held at once; beyond it that connection is answered BUSY
+   * while others are still served. Default: half of concurrency + capacity, but at least 64 (or all
+   * of a smaller mailbox).
+   */
+  peerCapacity?: number;
   handlers: Record<string, Handler>;
   /** Delivered through the mailbox, so serial actors see it in order with messages. */
   onPeerClose?: (peer: Peer) => void;
@@ -55,9 +63,12 @@ export class Actor {
   private readonly mailbox: Mailbox<Msg>;
 
   constructor(readonly init: ActorInit) {
+    const capacity = init.capacity ?? 10_000;
+    const total = init.concurrency + capacity;
     this.mailbox = new Mailbox<Msg>({
       concurrency: init.concurrency,
-      capacity: init.capacity ?? 10_000,
+      capacity,
+      senderCapacity: init.peerCapacity ?? Math.min(total, Math.max(64, Math.ceil(total / 2))),
       handle: (m) => m.handler.handle(m.body, m.peer),
     });
   }
@@ -74,7 +85,7 @@ export class Actor {
     } catch (err) {
       return Promise.reject(err instanceof DfsError ? err : new DfsError("BAD_REQUEST", `bad ${type} body`, { cause: err }));
     }
-    return this.mailbox.post({ handler, body: parsed, peer });
+    return this.mailbox.post({ handler, body: parsed, peer }, peer.id);
   }
 
   peerClosed(peer: Peer): void {

@@ -3,19 +3,35 @@ import { DfsError, toDfsError } from "../protocol/errors.js";
 import type { Logger } from "../log.js";
 import type { Peer, RequestOptions, Router } from "./actor.js";
 import { decode, encode, encodeParts, Kind, type Envelope } from "./codec.js";
+import { CONTROL_HEARTBEAT, Heartbeat, type HeartbeatOptions } from "./heartbeat.js";
+import { Inflight, type InflightLimits, type Ticket } from "./inflight.js";
 
 export interface ChannelInit {
   socket: WebSocket;
+  /** The TLS socket under it: bytes arriving there prove the peer alive even while a large frame is still incomplete. */
+  stream?: { on(event: "data", listener: () => void): unknown };
   role: string;
   name: string;
   remote: string;
   /** Serves the peer's requests and tells; without it, they are answered BAD_REQUEST. */
   router?: Router;
   log: Logger;
-  /** Ping period; a peer that has not answered by the next ping is declared dead. Default 5 s. */
-  heartbeatMs?: number;
+  /** Default {@link CONTROL_HEARTBEAT}. */
+  heartbeat?: HeartbeatOptions;
+  /** Work the peer may have in flight with us before we stop reading its socket. */
+  inflight?: InflightLimits;
   /** Bytes handed to the socket but not yet written, past which senders wait. Default 8 MiB. */
   highWaterBytes?: number;
+}
+
+/** What the peer has in flight with us right now, for status pages and tests. */
+export interface ChannelLoad {
+  /** Requests and tells of the peer's that we have not answered yet. */
+  requests: number;
+  /** Their bytes, with the answers not yet written. */
+  bytes: number;
+  /** Whether we stopped reading the peer's socket. */
+  paused: boolean;
 }
 
 interface Pending {
@@ -26,10 +42,12 @@ interface Pending {
   onAbort?: () => void;
 }
 
+type Frame = Buffer | [Buffer, Uint8Array];
+
 const DEFAULT_TIMEOUT_MS = 30_000;
 let nextPeerId = 1;
 
-/** Request/reply and one-way messages over one WebSocket, with heartbeat and backpressure. */
+/** Request/reply and one-way messages over one WebSocket, with heartbeat and backpressure both ways. */
 export class Channel implements Peer {
   readonly id = nextPeerId++;
   readonly role: string;
@@ -40,10 +58,11 @@ export class Channel implements Peer {
   private readonly closeCallbacks: (() => void)[] = [];
   private readonly drainWaiters: (() => void)[] = [];
   private readonly highWater: number;
+  private readonly heartbeat: Heartbeat;
+  private readonly inflight: Inflight;
   private nextId = 1;
   private buffered = 0;
-  private alive = true;
-  private heartbeat?: NodeJS.Timeout;
+  private written = 0;
   private _closed = false;
 
   constructor(private readonly init: ChannelInit) {
@@ -52,32 +71,60 @@ export class Channel implements Peer {
     this.name = init.name;
     this.remote = init.remote;
     this.highWater = init.highWaterBytes ?? 8 * 1024 * 1024;
-    this.ws.on("message", (data: Buffer, isBinary: boolean) => this.onFrame(data, isBinary));
-    this.ws.on("pong", () => (this.alive = true));
+    this.inflight = new Inflight(this.ws, init.inflight);
+    const channel = this;
+    this.heartbeat = new Heartbeat({
+      ping: () => this.ping(),
+      get readsPaused() {
+        return channel.inflight.paused;
+      },
+      get writesPending() {
+        return channel.buffered > 0;
+      },
+      get framesWritten() {
+        return channel.written;
+      },
+      dead: (missed) => {
+        init.log.warn("peer missed heartbeats", { peer: this.remote, role: this.role, missed });
+        this.ws.terminate();
+      },
+    }, init.heartbeat ?? CONTROL_HEARTBEAT);
+    const alive = () => this.heartbeat.alive();
+    init.stream?.on("data", alive);
+    this.ws.on("message", (data: Buffer, isBinary: boolean) => {
+      alive();
+      this.onFrame(data, isBinary);
+    });
+    this.ws.on("ping", alive);
+    this.ws.on("pong", alive);
     this.ws.on("close", () => this.onClosed());
     this.ws.on("error", (err) => init.log.debug("socket error", { peer: this.remote, err }));
-    const every = init.heartbeatMs ?? 5000;
-    this.heartbeat = setInterval(() => this.beat(), every);
-    this.heartbeat.unref();
+    this.heartbeat.start();
   }
 
   get closed(): boolean {
     return this._closed;
   }
 
+  get load(): ChannelLoad {
+    return this.inflight.load;
+  }
+
   request<T = unknown>(type: string, body: unknown, opts: RequestOptions = {}): Promise<T> {
     // Created here so that its stack points at the caller, not at a timer.
     const timeoutError = new DfsError("TIMEOUT", `${type} to ${this.remote} got no answer in time`);
+    const signal = opts.signal;
+    const cancelled = () => new DfsError("CANCELLED", `${type} to ${this.remote} was cancelled`, { cause: signal?.reason });
     if (this._closed) return Promise.reject(this.closedError());
-    if (opts.signal?.aborted) return Promise.reject(abortError(opts.signal));
+    if (signal?.aborted) return Promise.reject(cancelled());
     const id = this.nextId;
     this.nextId = this.nextId >= 0xffff_fffe ? 1 : this.nextId + 1;
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => this.settle(id)?.reject(timeoutError), opts.timeoutMs ?? DEFAULT_TIMEOUT_MS);
-      const p: Pending = { resolve: resolve as (v: unknown) => void, reject, timer, signal: opts.signal };
-      if (opts.signal) {
-        p.onAbort = () => this.settle(id)?.reject(abortError(opts.signal!));
-        opts.signal.addEventListener("abort", p.onAbort, { once: true });
+      const p: Pending = { resolve: resolve as (v: unknown) => void, reject, timer, signal };
+      if (signal) {
+        p.onAbort = () => this.settle(id)?.reject(cancelled());
+        signal.addEventListener("abort", p.onAbort, { once: true });
       }
       this.pending.set(id, p);
       this.send(encodeParts({ kind: Kind.Request, id, type, body })).catch((err) => this.settle(id)?.reject(err));
@@ -105,17 +152,27 @@ export class Channel implements Peer {
     this.ws.terminate();
   }
 
-  /** Sends a message, waiting first while too many bytes are still queued on the socket. */
-  private async send(frame: Buffer | [Buffer, Uint8Array]): Promise<void> {
-    while (this.buffered > this.highWater && !this._closed) {
-      await new Promise<void>((resolve) => this.drainWaiters.push(resolve));
+  /**
+   * Sends a message, waiting first while too many bytes are still queued on the socket.
+   * `written` runs once the socket took the frame, or once it never will.
+   */
+  private async send(frame: Frame, written?: () => void): Promise<void> {
+    try {
+      while (this.buffered > this.highWater && !this._closed) {
+        await new Promise<void>((resolve) => this.drainWaiters.push(resolve));
+      }
+      if (this._closed) throw this.closedError();
+    } catch (err) {
+      written?.();
+      throw err;
     }
-    if (this._closed) throw this.closedError();
     const size = Array.isArray(frame) ? frame[0].length + frame[1].length : frame.length;
     this.buffered += size;
-    const done = () => {
+    const done = (err?: Error) => {
       this.buffered -= size;
+      if (!err) this.written++;
       if (this.buffered <= this.highWater / 2) for (const w of this.drainWaiters.splice(0)) w();
+      written?.();
     };
     if (Array.isArray(frame)) {
       // Two fragments of one message, queued back to back so that nothing can come between them.
@@ -127,7 +184,6 @@ export class Channel implements Peer {
   }
 
   private onFrame(data: Buffer, isBinary: boolean): void {
-    this.alive = true;
     let env: Envelope;
     try {
       if (!isBinary) throw new DfsError("BAD_REQUEST", "text frames are not accepted");
@@ -136,7 +192,7 @@ export class Channel implements Peer {
       const e = toDfsError(err);
       const id = typeof e.details?.id === "number" ? e.details.id : 0;
       this.init.log.debug("bad frame", { peer: this.remote, err: e.message });
-      void this.send(encode({ kind: Kind.Error, id, error: new DfsError("BAD_REQUEST", e.message) })).catch(() => {});
+      this.answer(this.inflight.hold(data.length), { kind: Kind.Error, id, error: new DfsError("BAD_REQUEST", e.message) });
       return;
     }
     switch (env.kind) {
@@ -147,21 +203,36 @@ export class Channel implements Peer {
         this.settle(env.id)?.reject(env.error);
         return;
       case Kind.Request:
-        this.serve(env.id, env.type, env.body);
+        this.serve(env.id, env.type, env.body, this.inflight.hold(data.length));
         return;
-      case Kind.Tell:
-        this.route(env.type, env.body).catch((err) =>
-          this.init.log.debug("tell failed", { peer: this.remote, type: env.type, err: toDfsError(err).message }),
-        );
+      case Kind.Tell: {
+        const ticket = this.inflight.hold(data.length);
+        this.route(env.type, env.body)
+          .catch((err) => this.init.log.debug("tell failed", { peer: this.remote, type: env.type, err: toDfsError(err).message }))
+          .finally(() => ticket.release());
         return;
+      }
     }
   }
 
-  private serve(id: number, type: string, body: unknown): void {
+  /** Answers a request; it counts as in flight until the answer is written. */
+  private serve(id: number, type: string, body: unknown, ticket: Ticket): void {
     this.route(type, body).then(
-      (reply) => this.send(encodeParts({ kind: Kind.Reply, id, body: reply ?? null })),
-      (err) => this.send(encode({ kind: Kind.Error, id, error: toDfsError(err) })),
-    ).catch(() => {
+      (reply) => this.answer(ticket, { kind: Kind.Reply, id, body: reply ?? null }),
+      (err) => this.answer(ticket, { kind: Kind.Error, id, error: toDfsError(err) }),
+    );
+  }
+
+  private answer(ticket: Ticket, env: Envelope): void {
+    let frame: Frame;
+    try {
+      frame = encodeParts(env);
+    } catch (err) {
+      this.init.log.error("reply cannot be encoded", { peer: this.remote, err });
+      frame = encode({ kind: Kind.Error, id: "id" in env ? env.id : 0, error: new DfsError("INTERNAL", "reply cannot be encoded") });
+    }
+    ticket.grow(Array.isArray(frame) ? frame[0].length + frame[1].length : frame.length);
+    this.send(frame, () => ticket.release()).catch(() => {
       // The connection went away before the answer could be sent; nobody is left to tell.
     });
   }
@@ -180,13 +251,7 @@ export class Channel implements Peer {
     return p;
   }
 
-  private beat(): void {
-    if (!this.alive) {
-      this.init.log.warn("peer missed heartbeat", { peer: this.remote, role: this.role });
-      this.ws.terminate();
-      return;
-    }
-    this.alive = false;
+  private ping(): void {
     try {
       this.ws.ping();
     } catch {
@@ -197,7 +262,7 @@ export class Channel implements Peer {
   private onClosed(): void {
     if (this._closed) return;
     this._closed = true;
-    clearInterval(this.heartbeat);
+    this.heartbeat.stop();
     for (const id of [...this.pending.keys()]) this.settle(id)?.reject(this.closedError());
     for (const w of this.drainWaiters.splice(0)) w();
     for (const cb of this.closeCallbacks.splice(0)) {
@@ -213,8 +278,4 @@ export class Channel implements Peer {
   private closedError(): DfsError {
     return new DfsError("UNAVAILABLE", `connection to ${this.remote} closed`);
   }
-}
-
-function abortError(signal: AbortSignal): DfsError {
-  return new DfsError("TIMEOUT", "request aborted", { cause: signal.reason });
 }

@@ -3,6 +3,10 @@ import type { Peer, RequestOptions } from "./actor.js";
 import type { Channel } from "./channel.js";
 import { connect, type ConnectInit } from "./connect.js";
 
+/**
+ * A link's options; its heartbeat defaults to {@link CONTROL_HEARTBEAT}, so that a directory busy for
+ * a few seconds is not taken for a dead one.
+ */
 export interface LinkInit extends ConnectInit {
   url: string;
   /** Runs on every (re)connect before the link counts as up, e.g. to register; a throw drops the connection and retries. */
@@ -19,7 +23,7 @@ export interface LinkInit extends ConnectInit {
  */
 export class Link {
   private channel?: Channel;
-  private waiters: (() => void)[] = [];
+  private readonly waiters = new Set<() => void>();
   private closed = false;
   private attempt = 0;
   private timer?: NodeJS.Timeout;
@@ -31,9 +35,10 @@ export class Link {
   constructor(private readonly init: LinkInit) {}
 
   private firstAttempt?: Promise<void>;
+  private firstDone = false;
 
   start(): this {
-    this.firstAttempt = this.dial();
+    this.firstAttempt = this.dial().finally(() => (this.firstDone = true));
     return this;
   }
 
@@ -41,34 +46,35 @@ export class Link {
     return this.channel && !this.channel.closed ? this.channel : undefined;
   }
 
-  /** Resolves with the connected peer, waiting up to timeoutMs (default 10 s) for the link to come up. */
+  /**
+   * Resolves with the connected peer, waiting up to timeoutMs (default 10 s) for the link to come up;
+   * then UNAVAILABLE with the last reason, or CANCELLED at once when the signal aborts.
+   */
   async ready(opts: RequestOptions & { failFast?: boolean } = {}): Promise<Peer> {
-    // A link that never came up and already failed once is most likely misconfigured: say so now.
-    if (opts.failFast && !this.everUp && !this.up) await this.firstAttempt;
-    if (opts.failFast && !this.everUp && this.lastError) throw this.lastError;
     const deadline = Date.now() + (opts.timeoutMs ?? 10_000);
+    const cancelled = new DfsError("CANCELLED", `waiting for the link to ${this.init.url} was cancelled`, { cause: opts.signal?.reason });
+    // A link that never came up and whose first attempt failed is most likely misconfigured: say so now.
+    const failFast = opts.failFast && !this.everUp;
     for (;;) {
       const up = this.up;
       if (up) return up;
       if (this.closed) throw new DfsError("UNAVAILABLE", `link to ${this.init.url} is closed`);
-      const left = deadline - Date.now();
-      if (left <= 0 || opts.signal?.aborted) {
+      if (opts.signal?.aborted) throw cancelled;
+      if (failFast && this.firstDone && this.lastError) throw this.lastError;
+      if (Date.now() >= deadline) {
         const cause = this.lastError ? this.lastError.message : `cannot reach ${this.init.what ?? "node"} at ${this.init.url}`;
         throw new DfsError("UNAVAILABLE", cause, { cause: this.lastError });
       }
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, Math.min(left, 1000));
-        this.waiters.push(() => {
-          clearTimeout(t);
-          resolve();
-        });
-      });
+      await this.nap(deadline, opts.signal, failFast && !this.firstDone ? this.firstAttempt : undefined);
     }
   }
 
+  /** Sends a request once the link is up; waiting for it and the answer share one deadline. */
   async request<T = unknown>(type: string, body: unknown, opts: RequestOptions = {}): Promise<T> {
+    const started = Date.now();
     const peer = await this.ready(opts);
-    return peer.request<T>(type, body, opts);
+    const timeoutMs = opts.timeoutMs === undefined ? undefined : Math.max(1, opts.timeoutMs - (Date.now() - started));
+    return peer.request<T>(type, body, { ...opts, timeoutMs });
   }
 
   async tell(type: string, body: unknown): Promise<void> {
@@ -82,7 +88,23 @@ export class Link {
     this.abort.abort();
     clearTimeout(this.timer);
     this.channel?.close();
-    for (const w of this.waiters.splice(0)) w();
+    for (const w of [...this.waiters]) w();
+  }
+
+  /** Waits until the link changes, the deadline, an abort, or `also` settles; at most a second. */
+  private nap(deadline: number, signal?: AbortSignal, also?: Promise<unknown>): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const wake = () => {
+        clearTimeout(t);
+        signal?.removeEventListener("abort", wake);
+        this.waiters.delete(wake);
+        resolve();
+      };
+      const t = setTimeout(wake, Math.max(0, Math.min(deadline - Date.now(), 1000)));
+      signal?.addEventListener("abort", wake, { once: true });
+      this.waiters.add(wake);
+      also?.then(wake, wake);
+    });
   }
 
   private async dial(): Promise<void> {
@@ -105,7 +127,7 @@ export class Link {
     this.channel = ch;
     this.init.log.info("link up", { url: this.init.url, role: ch.role });
     this.init.onUp?.(ch);
-    for (const w of this.waiters.splice(0)) w();
+    for (const w of [...this.waiters]) w();
     ch.onClose(() => {
       if (this.channel === ch) this.channel = undefined;
       if (this.closed) return;

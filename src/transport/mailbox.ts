@@ -1,6 +1,9 @@
 import { DfsError, toDfsError } from "../protocol/errors.js";
 
-/** What a handler may return to free its mailbox slot before the reply is ready (e.g. waiting on a group fsync). */
+/**
+ * What a handler may return to free its mailbox slot before the reply is ready (e.g. waiting on a
+ * group fsync or on a lock). The message keeps counting against the mailbox's capacity until it settles.
+ */
 export class Later<T = unknown> {
   constructor(readonly result: Promise<T>) {}
 }
@@ -13,40 +16,63 @@ export function later<T>(result: Promise<T>): Later<T> {
 export interface MailboxInit<M> {
   /** Messages handled at once: 1 for roles whose state must be serial. */
   concurrency: number;
-  /** Messages waiting beyond that; one more is answered BUSY. */
+  /**
+   * Messages held beyond the running ones: queued, or handled and awaiting a deferred reply.
+   * One more is answered BUSY.
+   */
   capacity: number;
+  /** Most messages one sender may have held at once (running, queued or deferred). Default: no limit of its own. */
+  senderCapacity?: number;
   handle: (msg: M) => unknown | Promise<unknown>;
 }
 
 interface Slot<M> {
   msg: M;
+  sender: unknown;
   resolve: (value: unknown) => void;
   reject: (err: unknown) => void;
 }
 
 /**
  * An actor's inbox: messages reach the handler in arrival order, at most `concurrency` at once;
- * a full queue answers BUSY; whatever the handler throws becomes a DfsError for the caller.
+ * a full mailbox answers BUSY; whatever the handler throws becomes a DfsError for the caller.
+ * Every message counts from `post` until its reply is settled, deferred replies included, so that
+ * requests parked on a slow disk or a lock cannot pile up without bound.
  */
 export class Mailbox<M> {
   private readonly queue: Slot<M>[] = [];
+  private readonly perSender = new Map<unknown, number>();
   private head = 0;
   private running = 0;
+  private _held = 0;
   private closed = false;
 
   constructor(private readonly init: MailboxInit<M>) {}
 
+  /** Messages waiting for a slot. */
   get depth(): number {
     return this.queue.length - this.head;
   }
 
-  post(msg: M): Promise<unknown> {
+  /** Messages posted and not yet settled: queued, running or awaiting a deferred reply. */
+  get held(): number {
+    return this._held;
+  }
+
+  /** Posts a message; `sender` (e.g. a connection's id) is what `senderCapacity` counts by. */
+  post(msg: M, sender?: unknown): Promise<unknown> {
     if (this.closed) return Promise.reject(new DfsError("UNAVAILABLE", "node is shutting down"));
-    if (this.depth >= this.init.capacity) {
+    if (this._held >= this.init.concurrency + this.init.capacity) {
       return Promise.reject(new DfsError("BUSY", "node is busy: its queue is full, try again shortly"));
     }
+    const mine = sender === undefined ? 0 : (this.perSender.get(sender) ?? 0);
+    if (sender !== undefined && this.init.senderCapacity !== undefined && mine >= this.init.senderCapacity) {
+      return Promise.reject(new DfsError("BUSY", "node is busy: this connection has too many requests waiting, try again shortly"));
+    }
+    this._held++;
+    if (sender !== undefined) this.perSender.set(sender, mine + 1);
     return new Promise((resolve, reject) => {
-      this.queue.push({ msg, resolve, reject });
+      this.queue.push({ msg, sender, resolve, reject });
       this.pump();
     });
   }
@@ -74,13 +100,31 @@ export class Mailbox<M> {
     try {
       const value = await this.init.handle(slot.msg);
       if (value instanceof Later) deferred = value.result;
-      else slot.resolve(value);
+      else this.resolve(slot, value);
     } catch (err) {
-      slot.reject(toDfsError(err));
+      this.reject(slot, err);
     } finally {
       this.running--;
       this.pump();
     }
-    if (deferred) deferred.then(slot.resolve, (err) => slot.reject(toDfsError(err)));
+    if (deferred) deferred.then((value) => this.resolve(slot, value), (err) => this.reject(slot, err));
+  }
+
+  private resolve(slot: Slot<M>, value: unknown): void {
+    this.release(slot);
+    slot.resolve(value);
+  }
+
+  private reject(slot: Slot<M>, err: unknown): void {
+    this.release(slot);
+    slot.reject(toDfsError(err));
+  }
+
+  private release(slot: Slot<M>): void {
+    this._held--;
+    if (slot.sender === undefined) return;
+    const left = (this.perSender.get(slot.sender) ?? 1) - 1;
+    if (left > 0) this.perSender.set(slot.sender, left);
+    else this.perSender.delete(slot.sender);
   }
 }

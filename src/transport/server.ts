@@ -5,6 +5,8 @@ import { DfsError } from "../protocol/errors.js";
 import type { Logger } from "../log.js";
 import type { Router } from "./actor.js";
 import { Channel } from "./channel.js";
+import type { HeartbeatOptions } from "./heartbeat.js";
+import type { InflightLimits } from "./inflight.js";
 import { peerIdentity, type TlsMaterial } from "./tls.js";
 
 export interface ServerInit {
@@ -17,7 +19,20 @@ export interface ServerInit {
   maxPayload?: number;
   maxConnections?: number;
   handshakeTimeoutMs?: number;
-  heartbeatMs?: number;
+  /** Default {@link CONTROL_HEARTBEAT}: the server does not know what its peers are, so it is the tolerant one. */
+  heartbeat?: HeartbeatOptions;
+  /** Work one peer may have in flight with us before we stop reading its socket. */
+  inflight?: InflightLimits;
+}
+
+/** Totals over a server's connections, for status pages and tests. */
+export interface ServerStats {
+  connections: number;
+  /** Connections whose socket we are not reading right now. */
+  paused: number;
+  /** Requests and tells received and not yet answered, and their bytes (answers not yet written included). */
+  requests: number;
+  bytes: number;
 }
 
 export interface Server {
@@ -26,6 +41,7 @@ export interface Server {
   /** wss://HOST:PORT, with the port actually bound. */
   readonly url: string;
   readonly connections: number;
+  stats(): ServerStats;
   close(): Promise<void>;
 }
 
@@ -58,7 +74,10 @@ export async function listen(init: ServerInit): Promise<Server> {
       ws.close(1008, "certificate carries no role");
       return;
     }
-    const ch = new Channel({ socket: ws, ...who, remote, router: init.router, log: init.log, heartbeatMs: init.heartbeatMs });
+    const ch = new Channel({
+      socket: ws, stream: socket, ...who, remote, router: init.router, log: init.log,
+      heartbeat: init.heartbeat, inflight: init.inflight,
+    });
     channels.add(ch);
     ch.onClose(() => channels.delete(ch));
   });
@@ -87,6 +106,16 @@ export async function listen(init: ServerInit): Promise<Server> {
     url: `wss://${hostPart}:${port}`,
     get connections() {
       return channels.size;
+    },
+    stats() {
+      const s: ServerStats = { connections: channels.size, paused: 0, requests: 0, bytes: 0 };
+      for (const ch of channels) {
+        const l = ch.load;
+        if (l.paused) s.paused++;
+        s.requests += l.requests;
+        s.bytes += l.bytes;
+      }
+      return s;
     },
     close() {
       closing ??= new Promise<void>((resolve) => {

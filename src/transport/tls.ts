@@ -28,7 +28,7 @@ export function describeConnectError(err: NodeJS.ErrnoException): string {
   const code = err.code ?? "";
   if (code === "ECONNREFUSED") return "connection refused (is the node running on that port?)";
   if (code === "ENOTFOUND" || code === "EAI_AGAIN") return "host name not found";
-  if (code === "ETIMEDOUT") return "connection timed out";
+  if (code === "ETIMEDOUT" || /timed out/i.test(err.message)) return "connection timed out (is the node overloaded or frozen?)";
   if (code === "ECONNRESET" || /alert|certificate required|handshake/i.test(err.message)) {
     return `TLS handshake refused (${err.message}); are both nodes' certificates from the same \`dfs certs init\`?`;
   }

@@ -8,6 +8,7 @@ import path from "node:path";
 import type { Channel } from "../src/transport/channel.js";
 import { percentile } from "./baselines.js";
 import { directoryChannel, readVm, startDfs, type Child } from "./cluster.js";
+import { StallProbe } from "./stall.js";
 
 const EMPTY_SHA = createHash("sha256").digest("hex");
 const BATCH = 10_000;
@@ -35,6 +36,8 @@ export interface MetaResult {
   lookupP50Ms: number;
   lookupP99Ms: number;
   lookupP50BeforeRestartMs: number;
+  /** Longest event-loop stall of the directory, by phase (commit load, lookups, status, after the restart). */
+  stallMs: Record<string, number>;
 }
 
 const filePath = (i: number) => `/meta/d${String(Math.floor(i / PER_FOLDER)).padStart(4, "0")}/f${String(i).padStart(7, "0")}`;
@@ -72,6 +75,8 @@ export async function metadataScale(root: string, certs: string, logDir: string,
     dir = await startDfs("meta-directory", args, logDir);
     const emptyStartMs = dir.ms;
     ch = await directoryChannel(dir.url, certs);
+    let probe = await StallProbe.start(dir.url, certs);
+    probe.mark("commit load");
     progress(`metadata: committing ${files} zero-chunk files in batches of ${BATCH}`);
     const t0 = performance.now();
     let lastReport = t0;
@@ -82,7 +87,7 @@ export async function metadataScale(root: string, certs: string, logDir: string,
         const from = next;
         next = Math.min(files, next + BATCH);
         const batch = [];
-        for (let i = from; i < next; i++) batch.push({ path: filePath(i), size: 0, sha256: EMPTY_SHA, chunks: [], token: 1 });
+        for (let i = from; i < next; i++) batch.push({ path: filePath(i), size: 0, sha256: EMPTY_SHA, chunks: [] });
         await ch!.request("dir.commit", { files: batch }, { timeoutMs: 600_000 });
         if (performance.now() - lastReport > 10_000) {
           lastReport = performance.now();
@@ -93,7 +98,11 @@ export async function metadataScale(root: string, certs: string, logDir: string,
     await Promise.all([lane(), lane()]);
     const commitSeconds = (performance.now() - t0) / 1000;
     progress(`metadata: ${files} files committed in ${commitSeconds.toFixed(1)} s; lookups before restart`);
+    probe.mark("lookups");
     const before = await lookups(ch, files, 500);
+    probe.mark("status");
+    for (let k = 0; k < 20; k++) await ch.request("dir.status", {});
+    const stallMs = probe.stop().maxMs;
     const vm = readVm(dir.child.pid);
     const disk = metaFiles(path.join(data, "meta"));
     ch.close();
@@ -115,7 +124,10 @@ export async function metadataScale(root: string, certs: string, logDir: string,
     }
     const restartMs = performance.now() - r0;
     progress(`metadata: restart ${(restartMs / 1000).toFixed(2)} s; ${2000} random dir.lookup`);
+    probe = await StallProbe.start(dir.url, certs);
+    probe.mark("lookups after restart");
     const after = await lookups(ch, files, 2000);
+    Object.assign(stallMs, probe.stop().maxMs);
     const vm2 = readVm(dir.child.pid);
     return {
       files, batch: BATCH, commitSeconds, commitFilesPerSec: files / commitSeconds,
@@ -126,6 +138,7 @@ export async function metadataScale(root: string, certs: string, logDir: string,
         : `snapshot.db ${disk.snapshot} bytes + journals ${disk.journals} bytes`,
       restartMs, restartListeningMs, emptyStartMs,
       lookups: after.length, lookupP50Ms: percentile(after, 50), lookupP99Ms: percentile(after, 99), lookupP50BeforeRestartMs: percentile(before, 50),
+      stallMs,
     };
   } finally {
     ch?.close();

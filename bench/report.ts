@@ -127,7 +127,10 @@ export function buildRows(r: Results): Row[] {
     add(s, "restart (kill -9 to first dir.lookup answer)", M.restartMs / 1000, "s", "start", { kind: "max", abs: 15 });
     add(s, "dir.lookup p50 (random paths)", M.lookupP50Ms, "ms", "rtt", { kind: "max", abs: 1 });
     add(s, "dir.lookup p99", M.lookupP99Ms, "ms", "rtt");
-    add(s, "commit rate (dir.commit, 10,000 files a batch)", M.commitFilesPerSec, "files/s", null);
+    add(s, `commit rate (dir.commit, ${M.batch.toLocaleString("en-US")} files a batch)`, M.commitFilesPerSec, "files/s", null);
+    const stalls = Object.entries(M.stallMs);
+    const worst = stalls.reduce((a, b) => (b[1] > a[1] ? b : a), ["none", 0] as [string, number]);
+    add(s, `directory's longest event-loop stall (${worst[0]}; ${stalls.map(([k, v]) => `${k} ${v.toFixed(0)} ms`).join(", ")})`, worst[1], "ms", null, { kind: "max", abs: 100 });
   }
   return rows;
 }

@@ -45,3 +45,13 @@ export interface DeleteReply {
   /** Chunks kept because a newer placement stored them, or because this node cannot tell. */
   kept: string[];
 }
+
+/**
+ * How long a chunk transfer through `hops` nodes (a put along a chain, or a get) may take before it is
+ * abandoned and tried elsewhere: a few seconds per hop plus one per MiB, so that a node whose disk hung
+ * costs a writer seconds, not minutes, and each node of a chain gives up on the next one before the one
+ * before it gives up on it.
+ */
+export function transferTimeoutMs(bytes: number, hops: number): number {
+  return 5_000 + hops * (5_000 + Math.ceil(bytes / (1024 * 1024)) * 1000);
+}

@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import type { FileInfo, PlaceReply, Replica } from "../../protocol/directory.js";
 import { DfsError, toDfsError } from "../../protocol/errors.js";
-import type { PutReply, GetReply } from "../../protocol/storage.js";
+import { transferTimeoutMs, type PutReply, type GetReply } from "../../protocol/storage.js";
 import type { Logger } from "../../log.js";
 import type { PeerPool, Upstream } from "../upstream.js";
 import type { ChunkCache } from "./cache.js";
@@ -116,7 +116,7 @@ async function storeChunk(ctx: TransferCtx, hash: string, data: Buffer): Promise
     const [first, ...rest] = targets as [Replica, ...Replica[]];
     try {
       const body = { hash, gen: place.gen, chain: rest.map((r) => r.url), data };
-      const reply = await ctx.pool.request<PutReply>(first.url, "store.put", body, { timeoutMs: 120_000 });
+      const reply = await ctx.pool.request<PutReply>(first.url, "store.put", body, { timeoutMs: transferTimeoutMs(data.length, targets.length) });
       ctx.stats.chunksUploaded++;
       const missing = targets.filter((t) => !reply.stored.includes(t.url));
       if (missing.length === 0) return;
@@ -188,7 +188,7 @@ async function fetchChunk(ctx: TransferCtx, info: FileInfo, index: number): Prom
   for (const r of order) {
     inflightByUrl.set(r.url, (inflightByUrl.get(r.url) ?? 0) + 1);
     try {
-      const reply = await ctx.pool.request<GetReply>(r.url, "store.get", { hash: c.hash }, { timeoutMs: 120_000 });
+      const reply = await ctx.pool.request<GetReply>(r.url, "store.get", { hash: c.hash }, { timeoutMs: transferTimeoutMs(c.size, 1) });
       const data = Buffer.from(reply.data.buffer, reply.data.byteOffset, reply.data.byteLength);
       if (createHash("sha256").update(data).digest("hex") !== c.hash) {
         lastError = new DfsError("CORRUPT", `replica of chunk ${c.hash.slice(0, 12)} on ${r.url} is corrupt`);

@@ -1,4 +1,4 @@
-import { storeSchemas, type DeleteReply, type GetReply, type PutReply, type VerifyReply } from "../../protocol/storage.js";
+import { transferTimeoutMs, storeSchemas, type DeleteReply, type GetReply, type PutReply, type VerifyReply } from "../../protocol/storage.js";
 import { parser } from "../../protocol/common.js";
 import { toDfsError } from "../../protocol/errors.js";
 import type { Handler } from "../../transport/actor.js";
@@ -31,7 +31,7 @@ export function storageHandlers(c: StorageHandlerComponents): Record<string, Han
     const [next, ...rest] = b.chain;
     // Pipelined: the next node of the chain receives the chunk while this one writes it.
     const forwarded = next
-      ? peers.request<PutReply>(next, "store.put", { hash: b.hash, gen: b.gen, chain: rest, data: b.data }, { timeoutMs: 60_000 }).then(
+      ? peers.request<PutReply>(next, "store.put", { hash: b.hash, gen: b.gen, chain: rest, data: b.data }, { timeoutMs: transferTimeoutMs(b.data.length, b.chain.length) }).then(
           (r) => r.stored,
           (err) => {
             log.warn("chain forward failed", { next, hash: b.hash, err: toDfsError(err).message });

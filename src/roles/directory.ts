@@ -5,6 +5,7 @@ import { DfsError } from "../protocol/errors.js";
 import { Actor, type Handler, type Peer } from "../transport/actor.js";
 import { later } from "../transport/mailbox.js";
 import type { Logger } from "../log.js";
+import type { Checkpointer } from "./directory/checkpoint.js";
 import { openMetaStore, type MetaStore } from "./directory/metastore.js";
 import { Collector } from "./directory/gc.js";
 import { Namespace } from "./directory/namespace.js";
@@ -22,6 +23,10 @@ export interface DirectoryInit {
   deadAfterMs: number;
   chunkSize: number;
   snapshotEvery?: number;
+  /** Metadata folders, each a full copy (default: DATA/meta). */
+  metaDirs?: string[];
+  /** The command that repairs damaged metadata, named when start-up refuses it. */
+  recoverHint?: string;
   /** How long unreferenced chunks are kept before deletion; default 1 h. */
   orphanGraceMs?: number;
 }
@@ -36,10 +41,12 @@ const ALL = ["client", "storage", "lock", "directory"] as const;
 const CLIENTS = ["client", "directory"] as const;
 
 /** The directory role: node registry and liveness, namespace, placement, commit. Runs one message at a time. */
-export async function createDirectory(components: { log: Logger }, init: DirectoryInit): Promise<Directory> {
+export async function createDirectory(components: { log: Logger; checkpointer?: Checkpointer }, init: DirectoryInit): Promise<Directory> {
   const log = components.log;
   const store = await openMetaStore<DirRecord>({
-    dir: path.join(init.dataDir, "meta"),
+    dirs: init.metaDirs ?? [path.join(init.dataDir, "meta")],
+    checkpointer: components.checkpointer,
+    recoverHint: init.recoverHint,
     schema: SCHEMA,
     apply: applyRecord,
     snapshotEvery: init.snapshotEvery,

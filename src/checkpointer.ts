@@ -71,6 +71,7 @@ export async function runCheckpointCommand(opts: { gen: number; dirs: string[] }
   // The parent holds our stdin: when it closes, the directory that asked for this checkpoint is gone.
   process.stdin.on("end", () => parentGone.abort(new DfsError("UNAVAILABLE", "the directory that asked for this checkpoint is gone")));
   process.stdin.on("error", () => undefined);
+  process.stdout.on("error", () => undefined); // nobody to answer when the parent is gone
   process.stdin.resume();
   let reply: object;
   try {

@@ -169,7 +169,8 @@ export function formatRecoverReport(r: RecoverReport): string {
   const lines = [`recovering the metadata in ${where}`];
   for (const s of r.damagedSnapshots) lines.push(`damaged snapshot ${s.file}: ${s.reason}`);
   for (const d of r.damaged) {
-    const what = d.paths.length ? `${d.decoded ? "its record names" : "its bytes still name"} ${d.paths.join(" ")}` : "names no path";
+    const names = d.paths.length ? `${d.decoded ? "names" : "its bytes still name"} ${d.paths.join(" ")}` : "names no path";
+    const what = d.excerpt ? `record ${d.excerpt}; ${names}` : names;
     lines.push(`${d.torn ? "torn tail" : "damaged"} ${d.file} bytes ${d.offset}-${d.end} (${d.reason}): ${what}`);
   }
   for (const x of r.refused) lines.push(`no longer applies: ${x.file} byte ${x.offset}: ${x.reason}`);

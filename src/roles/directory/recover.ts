@@ -1,5 +1,6 @@
 import fs from "node:fs/promises";
 import path from "node:path";
+import { DfsError } from "../../protocol/errors.js";
 import type { Logger } from "../../log.js";
 import { syncDir, writeSynced } from "../durable-file.js";
 import { applyInTx, openDatabase, type Schema } from "./checkpoint.js";
@@ -24,6 +25,8 @@ export interface LostStretch {
   /** Paths its bytes name, and whether they come from a decoded record or a text scan of the bytes. */
   paths: string[];
   decoded: boolean;
+  /** The start of the decoded record, for people. */
+  excerpt?: string;
   /** The end of the last write (never acknowledged) rather than damage found under later writes. */
   torn: boolean;
 }
@@ -83,6 +86,7 @@ export function pathsInBytes(buf: Buffer, out = new Set<string>()): Set<string> 
 function describeDamage(gen: GenImage, d: GenDamage): LostStretch {
   const paths = new Set<string>();
   let decoded = false;
+  let excerpt: string | undefined;
   for (const c of gen.copies) {
     if (c.foreign || c.scan.size <= d.offset) continue;
     const bytes = c.scan.buf.subarray(d.offset, Math.min(d.end, c.scan.size));
@@ -90,7 +94,9 @@ function describeDamage(gen: GenImage, d: GenDamage): LostStretch {
     const len = bytes.length >= head ? bytes.readUInt32LE(gen.format === 2 ? 4 : 0) : -1;
     if (len > 0 && head + len <= bytes.length) {
       try {
-        pathsIn(decodePayload(bytes.subarray(head, head + len)), paths);
+        const rec = decodePayload(bytes.subarray(head, head + len));
+        pathsIn(rec, paths);
+        excerpt ??= JSON.stringify(rec)?.slice(0, 120);
         decoded = true;
         continue;
       } catch {
@@ -99,7 +105,7 @@ function describeDamage(gen: GenImage, d: GenDamage): LostStretch {
     }
     pathsInBytes(bytes, paths);
   }
-  return { file: gen.copies.map((c) => c.file).join(" and "), offset: d.offset, end: d.end, reason: d.reason, paths: [...paths].sort(), decoded, torn: d.torn };
+  return { file: gen.copies.map((c) => c.file).join(" and "), offset: d.offset, end: d.end, reason: d.reason, paths: [...paths].sort(), decoded, excerpt, torn: d.torn };
 }
 
 function readablePaths(payload: Buffer): Set<string> {
@@ -115,7 +121,9 @@ const intersects = (a: Set<string>, b: Set<string>) => [...a].some((x) => b.has(
 /** Recovers the metadata in `dirs` (see the module comment); throws when no starting point is usable. */
 export async function recoverMeta<R>(s: Schema<R>, dirsIn: string[], log: Logger): Promise<RecoverReport> {
   const dirs = [...new Set(dirsIn.map((d) => path.resolve(d)))];
-  for (const d of dirs) await fs.access(d);
+  for (const d of dirs) {
+    if (!(await fs.stat(d).then((st) => st.isDirectory(), () => false))) throw new DfsError("NOT_FOUND", `no metadata folder ${d}; nothing to recover (check --data and --meta-dir)`);
+  }
   const release = await lockFolders(dirs);
   try {
     const img = await readMetaImage(dirs);

@@ -128,6 +128,12 @@ export function buildRows(r: Results): Row[] {
     add(s, "dir.lookup p50 (random paths)", M.lookupP50Ms, "ms", "rtt", { kind: "max", abs: 1 });
     add(s, "dir.lookup p99", M.lookupP99Ms, "ms", "rtt");
     add(s, "commit rate (dir.commit, 10,000 files a batch)", M.commitFilesPerSec, "files/s", null);
+    const S = M.snapshots;
+    if (S.maxLoopBlockedMs !== null) {
+      add(s, `snapshot: longest event-loop block in the directory (${S.count} during the load)`, S.maxLoopBlockedMs, "ms", "rtt", { kind: "max", abs: 100 });
+    }
+    if (S.maxBuildMs !== null) add(s, "snapshot: longest build by the checkpointer process", S.maxBuildMs / 1000, "s", null);
+    if (S.checkpointerPeakRssBytes !== null) add(s, "checkpointer process peak RSS", S.checkpointerPeakRssBytes, "bytes", "runtime");
   }
   return rows;
 }

@@ -197,10 +197,17 @@ function mergeCopies(gen: number, copies: CopyState[]): GenImage {
     off = r.end;
   }
   if (off < size) addDamage(damage, off, size, reasonAt(copies, off));
-  const goodEnd = damage[0]?.offset ?? size;
-  const parts: Buffer[] = format === 1 ? [] : [header ? header.scan.buf.subarray(0, dataStart) : fileHeader(gen)];
+  return { gen, format, copies, records, damage, size, dataStart, good: goodBytes(gen, format, usable, records, damage, header) };
+}
+
+/** Header + records before the first damage; a whole copy when one holds exactly that (no second copy in memory). */
+function goodBytes(gen: number, format: 1 | 2, usable: CopyState[], records: MergedRecord[], damage: GenDamage[], header: CopyState | undefined): Buffer {
+  const goodEnd = damage[0]?.offset ?? Infinity;
+  const whole = usable.find((c) => c.scan.damage.length === 0 && c.scan.size === (records.at(-1)?.end ?? c.scan.dataStart) && damage.length === 0);
+  if (whole && (format === 1 || whole.scan.size >= FILE_HEADER_BYTES)) return whole.scan.buf;
+  const parts: Buffer[] = format === 1 ? [] : [header ? header.scan.buf.subarray(0, FILE_HEADER_BYTES) : fileHeader(gen)];
   for (const r of records) if (r.end <= goodEnd) parts.push(r.frame);
-  return { gen, format, copies, records, damage, size, dataStart, good: Buffer.concat(parts) };
+  return Buffer.concat(parts);
 }
 
 function addDamage(list: GenDamage[], offset: number, end: number, reason: string): void {

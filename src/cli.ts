@@ -54,7 +54,7 @@ export function buildProgram(): Command {
     .option("--dead-after <seconds>", "a node silent this long is dead (directory)", int("--dead-after", 1), 30)
     .option("--orphan-grace <seconds>", "keep chunks no file uses this long before deleting them (directory)", int("--orphan-grace"), 3600)
     .option("--chunk-size <bytes>", "chunk size for new files (directory)", int("--chunk-size", 1024), 4 * 1024 * 1024)
-    .option("--meta-dir <dir>", "an extra folder that keeps a full copy of the metadata, best on another disk (directory; repeatable)", collect, [])
+    .option("--meta-dir <dir>", "an extra folder that keeps a full copy of the metadata, best on another disk (directory; repeatable)", collect)
     .option("--snapshot-every <records>", "journal records between snapshots of the metadata (directory)", int("--snapshot-every", 1), 10000)
     .option("--capacity <bytes>", "most bytes this storage node keeps", int("--capacity", 1))
     .option("--zone <name>", "failure zone of this storage node", "")
@@ -68,6 +68,8 @@ Examples:
   dfs certs init --host box1 --host box2         make a cluster CA and certificates
   dfs --role directory,lock                       directory and lock service on :9000
   dfs --role storage --port 9003 --data /srv/dfs  a storage node
+  dfs --role directory --meta-dir /disk2/meta     a second copy of the metadata on another disk
+  dfs directory recover --data ./data             rebuild damaged metadata (with the directory stopped)
   dfs --role client write /docs/a.txt a.txt       store a file
   dfs --role client                               interactive client (type help)
   dfs local                                       a whole cluster in one process, with the client`)
@@ -130,7 +132,7 @@ Examples:
     .command("recover")
     .description("rebuild damaged metadata: keep every record that still applies, set the damaged files aside, list the paths lost")
     .option("--data <dir>", "the directory's data folder (metadata in DATA/meta)", "./data")
-    .option("--meta-dir <dir>", "an extra metadata folder the directory runs with (repeatable)", collect, [])
+    .option("--meta-dir <dir>", "an extra metadata folder the directory runs with (repeatable)", collect)
     .action(async (o) => {
       setLogLevel("warn");
       const report = await recoverMeta({ schema: SCHEMA, apply: applyRecord }, metaDirsOf(o.data, o.metaDir), logger("recover"));
@@ -164,7 +166,8 @@ Examples:
 export function formatRecoverReport(r: RecoverReport): string {
   const where = r.dirs.join(", ");
   if (r.intact) {
-    return `metadata in ${where} is intact (snapshot generation ${r.snapshotGen}); nothing to recover\n`;
+    const torn = r.tornTail ? `; the torn tail of ${r.tornTail.file} at byte ${r.tornTail.offset} (a write never acknowledged) is cut when the directory starts` : "";
+    return `metadata in ${where} is intact (snapshot generation ${r.snapshotGen})${torn}; nothing to recover\n`;
   }
   const lines = [`recovering the metadata in ${where}`];
   for (const s of r.damagedSnapshots) lines.push(`damaged snapshot ${s.file}: ${s.reason}`);

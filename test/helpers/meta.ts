@@ -9,7 +9,7 @@ import { openMetaStore, type MetaStore, type MetaStoreInit } from "../../src/rol
 import { scanJournal } from "../../src/roles/directory/journal-format.js";
 
 /** A tiny schema for the metadata store's tests: a key-value table. */
-export type Rec = { k: string; v?: number; add?: number; conflict?: boolean; path?: string };
+export type Rec = { k: string; v?: number; add?: number; conflict?: boolean; path?: string; to?: string; needs?: string };
 
 export const SCHEMA = "CREATE TABLE kv(k TEXT PRIMARY KEY, v INTEGER)";
 
@@ -18,6 +18,9 @@ export const poison = { on: false };
 
 export function apply(db: Database, rec: Rec): void {
   if (rec.k === "poison" && poison.on) throw new DfsError("CONFLICT", "poison is refused now");
+  if (rec.needs !== undefined && db.exec("SELECT 1 FROM kv WHERE k = ?", [rec.needs]).length === 0) {
+    throw new DfsError("NOT_FOUND", `${rec.k} needs ${rec.needs}`);
+  }
   if (rec.add !== undefined) {
     db.run("INSERT INTO kv(k, v) VALUES(?, ?) ON CONFLICT(k) DO UPDATE SET v = v + excluded.v", [rec.k, rec.add]);
     return;

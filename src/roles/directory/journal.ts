@@ -70,7 +70,7 @@ export class Journal {
         if (r.status === "fulfilled") this.copies.push({ file: names[i]!, fh: r.value });
       });
       const failed = opened.flatMap((r, i) => (r.status === "rejected" ? [{ file: names[i]!, err: r.reason as Error }] : []));
-      if (this.copies.length === 0) throw failed[0]!.err;
+      if (this.copies.length === 0) throw failed[0]?.err ?? new DfsError("UNAVAILABLE", "no journal file to write");
       for (const f of failed) this.drop(f.file, f.err);
       // If the previous generation failed, its tail is lost: writing here would leave a gap before these records.
       if (opts.after) await opts.after;
@@ -205,8 +205,8 @@ export class Journal {
     const copy = this.copies.find((c) => c.file === file);
     this.copies = this.copies.filter((c) => c.file !== file);
     void copy?.fh.close().catch(() => undefined);
-    this.log.error("journal-copy-dropped", { file, err, remaining: this.copies.length });
-    this.opts.onDrop?.(file, err);
+    if (this.opts.onDrop) this.opts.onDrop(file, err);
+    else this.log.error("journal-copy-dropped", { file, err, remaining: this.copies.length });
   }
 
   private fail(err: Error): void {

@@ -55,7 +55,7 @@ export async function lockFolders(dirs: string[]): Promise<() => Promise<void>> 
       const holder = Number(pid);
       const other = holder !== process.pid && alive(holder) && (lockBoot ?? "") === boot;
       if (heldHere.has(file) || (Number.isInteger(holder) && holder > 0 && other)) {
-        throw new DfsError("UNAVAILABLE", `metadata folder ${dir} is in use by process ${holder} (a directory or a recovery); stop it first`);
+        throw new DfsError("UNAVAILABLE", `metadata folder ${dir} is in use by process ${holder} (a directory or a recovery); stop it first, or remove ${file} if that process is not dfs`);
       }
       await fs.writeFile(file, `${process.pid} ${boot}\n`);
       heldHere.add(file);

@@ -163,9 +163,9 @@ class Store<R> implements MetaStore<R> {
       log: this.log,
       stats: this.jstats,
       after,
-      onDrop: (file: string) => {
+      onDrop: (file: string, err: Error) => {
         this.live = this.live.filter((d) => d !== path.dirname(file));
-        this.log.error("meta-dir-dropped", { dir: path.dirname(file), remaining: this.live.join(",") });
+        this.log.error("meta-dir-dropped", { dir: path.dirname(file), err, remaining: this.live.join(",") });
       },
     };
   }

@@ -42,6 +42,8 @@ export interface RecoverReport {
   dirs: string[];
   /** Nothing needed recovering; nothing was changed. */
   intact: boolean;
+  /** When intact: a torn tail start-up will cut (the end of the last write, never acknowledged). */
+  tornTail?: { file: string; offset: number };
   damaged: LostStretch[];
   damagedSnapshots: { file: string; reason: string }[];
   refused: RefusedRecord[];
@@ -131,7 +133,11 @@ export async function recoverMeta<R>(s: Schema<R>, dirsIn: string[], log: Logger
       dirs, intact: true, damaged: [], refused: [], kept: 0, lost: [], changed: [], aside: [], snapshotGen: img.baseGen,
       damagedSnapshots: img.snapshots.filter((x) => x.problem).map((x) => ({ file: x.file, reason: x.problem! })),
     };
-    if (!img.gens.some((g) => g.damage.some((d) => !d.torn)) && report.damagedSnapshots.length === 0) return report;
+    if (!img.gens.some((g) => g.damage.some((d) => !d.torn)) && report.damagedSnapshots.length === 0) {
+      const torn = img.gens.find((g) => g.damage.length > 0);
+      if (torn) report.tornTail = { file: torn.copies.map((c) => c.file).join(" and "), offset: torn.damage[0]!.offset };
+      return report;
+    }
     report.intact = false;
     const data = await replayLeniently(s, img, report);
     report.snapshotGen = Math.max(img.baseGen, ...img.gens.map((g) => g.gen)) + 1;

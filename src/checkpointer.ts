@@ -1,6 +1,5 @@
 import { spawn } from "node:child_process";
 import { createRequire } from "node:module";
-import os from "node:os";
 import { DfsError, isErrorCode, toDfsError } from "./protocol/errors.js";
 import { logger, logLevel, type Logger } from "./log.js";
 import { buildCheckpoint, type Checkpointer, type CheckpointResult } from "./roles/directory/checkpoint.js";
@@ -17,8 +16,6 @@ import { applyRecord, SCHEMA } from "./roles/directory/schema.js";
 export const CHECKPOINT_COMMAND = ["directory", "checkpoint"];
 /** A checkpoint of a very large directory takes minutes; one that takes longer than this is stuck. */
 const CHECKPOINT_TIMEOUT_MS = 60 * 60 * 1000;
-/** Scheduling priority of the checkpointer (0 = normal, 19 = lowest). */
-const CHECKPOINT_NICENESS = 10;
 
 /** How to start this program again: the executable itself, or node with the same loader and entry file. */
 function selfCommand(): { cmd: string; args: string[] } {
@@ -41,8 +38,6 @@ export function processCheckpointer(log: Logger): Checkpointer {
         stdio: ["pipe", "pipe", "inherit"],
         env: { ...process.env, DFS_LOG_LEVEL: logLevel() },
       });
-      // Background work: the directory's own requests come first when they compete for the CPU.
-      if (child.pid) os.setPriority(child.pid, CHECKPOINT_NICENESS);
       log.info("checkpoint-started", { gen, pid: child.pid });
       let out = "";
       child.stdout!.setEncoding("utf8").on("data", (d: string) => (out += d));

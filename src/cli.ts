@@ -167,7 +167,8 @@ export function formatRecoverReport(r: RecoverReport): string {
   const where = r.dirs.join(", ");
   if (r.intact) {
     const torn = r.tornTail ? `; the torn tail of ${r.tornTail.file} at byte ${r.tornTail.offset} (a write never acknowledged) is cut when the directory starts` : "";
-    return `metadata in ${where} is intact (snapshot generation ${r.snapshotGen})${torn}; nothing to recover\n`;
+    const snap = r.snapshotGen ? `snapshot generation ${r.snapshotGen}` : "no snapshot yet";
+    return `metadata in ${where} is intact (${snap})${torn}; nothing to recover\n`;
   }
   const lines = [`recovering the metadata in ${where}`];
   for (const s of r.damagedSnapshots) lines.push(`damaged snapshot ${s.file}: ${s.reason}`);

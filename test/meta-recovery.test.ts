@@ -116,7 +116,7 @@ test("recover says so and exits non-zero when nothing can be rebuilt, and leaves
   const before = fs.readdirSync(path.join(intact, "meta")).sort();
   const same = await runDfs(t, ["directory", "recover", "--data", intact]);
   assert.equal(same.code, 0, same.stderr);
-  assert.match(same.stdout, /is intact \(snapshot generation 1\); nothing to recover/);
+  assert.match(same.stdout, /is intact \(no snapshot yet\); nothing to recover/);
   assert.deepEqual(fs.readdirSync(path.join(intact, "meta")).sort(), before);
 
   const dir = tmpDir(t);

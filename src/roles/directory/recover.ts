@@ -52,8 +52,9 @@ export interface RecoverReport {
   lost: string[];
   /** Paths of kept records that also touch a lost path (e.g. a later rename of it). */
   changed: string[];
-  /** Where the originals now are, and the new snapshot's generation. */
+  /** Where the originals now are. */
   aside: string[];
+  /** The snapshot's generation: the new one when recovered, the current one (0: none yet) when intact. */
   snapshotGen: number;
 }
 
@@ -130,7 +131,7 @@ export async function recoverMeta<R>(s: Schema<R>, dirsIn: string[], log: Logger
   try {
     const img = await readMetaImage(dirs);
     const report: RecoverReport = {
-      dirs, intact: true, damaged: [], refused: [], kept: 0, lost: [], changed: [], aside: [], snapshotGen: img.baseGen,
+      dirs, intact: true, damaged: [], refused: [], kept: 0, lost: [], changed: [], aside: [], snapshotGen: img.base?.gen ?? 0,
       damagedSnapshots: img.snapshots.filter((x) => x.problem).map((x) => ({ file: x.file, reason: x.problem! })),
     };
     if (!img.gens.some((g) => g.damage.some((d) => !d.torn)) && report.damagedSnapshots.length === 0) {

@@ -38,6 +38,25 @@ export interface MetaResult {
   lookupP50BeforeRestartMs: number;
   /** Longest event-loop stall of the directory, by phase (commit load, lookups, status, after the restart). */
   stallMs: Record<string, number>;
+  /** Snapshots the directory wrote while loaded (each built by its checkpointer process). */
+  snapshots: SnapshotFigures;
+}
+
+export interface SnapshotFigures {
+  count: number;
+  /** Longest synchronous step of a snapshot on the directory's event loop. */
+  maxLoopBlockedMs: number | null;
+  /** Longest time a checkpointer took to build and install one. */
+  maxBuildMs: number | null;
+  checkpointerPeakRssBytes: number | null;
+}
+
+/** Reads the `snapshot-written` lines of a directory's log (see metastore.ts). */
+export function snapshotFigures(logFile: string): SnapshotFigures {
+  const lines = fs.existsSync(logFile) ? fs.readFileSync(logFile, "utf8").split("\n").filter((l) => / snapshot-written(-from-memory)? /.test(l)) : [];
+  const field = (k: string) => lines.map((l) => Number(new RegExp(` ${k}="?([\\d.]+)`).exec(l)?.[1])).filter(Number.isFinite);
+  const max = (v: number[]) => (v.length ? Math.max(...v) : null);
+  return { count: lines.length, maxLoopBlockedMs: max(field("loopBlockedMs")), maxBuildMs: max(field("ms")), checkpointerPeakRssBytes: max(field("checkpointerPeakRss")) };
 }
 
 const filePath = (i: number) => `/meta/d${String(Math.floor(i / PER_FOLDER)).padStart(4, "0")}/f${String(i).padStart(7, "0")}`;
@@ -68,7 +87,9 @@ function metaFiles(dir: string): { snapshot: number | null; journals: number } {
 
 export async function metadataScale(root: string, certs: string, logDir: string, files: number, progress: (s: string) => void): Promise<MetaResult> {
   const data = path.join(root, "meta-directory");
-  const args = ["--role", "directory", "--port", "0", "--host", "127.0.0.1", "--certs", certs, "--data", data];
+  // About three snapshots during any load (at 1,000,000 files the 64 MiB journal limit makes about as many).
+  const snapshotEvery = Math.max(1, Math.floor(files / BATCH / 3));
+  const args = ["--role", "directory", "--port", "0", "--host", "127.0.0.1", "--certs", certs, "--data", data, "--snapshot-every", String(snapshotEvery)];
   let dir: { child: Child; url: string; ms: number } | undefined;
   let ch: Channel | undefined;
   try {
@@ -105,6 +126,7 @@ export async function metadataScale(root: string, certs: string, logDir: string,
     const stallMs = probe.stop().maxMs;
     const vm = readVm(dir.child.pid);
     const disk = metaFiles(path.join(data, "meta"));
+    const snapshots = snapshotFigures(dir.child.logFile);
     ch.close();
 
     progress("metadata: killing the directory (SIGKILL) and restarting it on the same data");
@@ -139,6 +161,7 @@ export async function metadataScale(root: string, certs: string, logDir: string,
       restartMs, restartListeningMs, emptyStartMs,
       lookups: after.length, lookupP50Ms: percentile(after, 50), lookupP99Ms: percentile(after, 99), lookupP50BeforeRestartMs: percentile(before, 50),
       stallMs,
+      snapshots,
     };
   } finally {
     ch?.close();

@@ -131,6 +131,12 @@ export function buildRows(r: Results): Row[] {
     const stalls = Object.entries(M.stallMs);
     const worst = stalls.reduce((a, b) => (b[1] > a[1] ? b : a), ["none", 0] as [string, number]);
     add(s, `directory's longest event-loop stall (${worst[0]}; ${stalls.map(([k, v]) => `${k} ${v.toFixed(0)} ms`).join(", ")})`, worst[1], "ms", null, { kind: "max", abs: 100 });
+    const S = M.snapshots;
+    if (S.maxLoopBlockedMs !== null) {
+      add(s, `snapshot: longest event-loop block in the directory (${S.count} during the load)`, S.maxLoopBlockedMs, "ms", "rtt", { kind: "max", abs: 100 });
+    }
+    if (S.maxBuildMs !== null) add(s, "snapshot: longest build by the checkpointer process", S.maxBuildMs / 1000, "s", null);
+    if (S.checkpointerPeakRssBytes !== null) add(s, "checkpointer process peak RSS", S.checkpointerPeakRssBytes, "bytes", "runtime");
   }
   return rows;
 }

@@ -4,7 +4,10 @@ import path from "node:path";
 import { initCerts, issueCert, loadCerts, ROLES, type Role } from "./certs/index.js";
 import { DfsError, toDfsError } from "./protocol/errors.js";
 import { logger, setLogLevel, setLogSink, type LogLevel } from "./log.js";
-import { parseRoles, startNode, type ServerRole } from "./host.js";
+import { CHECKPOINT_COMMAND, runCheckpointCommand } from "./checkpointer.js";
+import { metaDirsOf, parseRoles, startNode, type ServerRole } from "./host.js";
+import { recoverMeta, type RecoverReport } from "./roles/directory/recover.js";
+import { DIRECTORY_SCHEMA } from "./roles/directory/schema.js";
 import { runClient } from "./roles/client.js";
 import { runLocal } from "./local.js";
 import { VERSION } from "./version.js";
@@ -51,6 +54,8 @@ export function buildProgram(): Command {
     .option("--dead-after <seconds>", "a node silent this long is dead (directory)", int("--dead-after", 1), 30)
     .option("--orphan-grace <seconds>", "keep chunks no file uses this long before deleting them (directory)", int("--orphan-grace"), 3600)
     .option("--chunk-size <bytes>", "chunk size for new files (directory)", int("--chunk-size", 1024), 4 * 1024 * 1024)
+    .option("--meta-dir <dir>", "an extra folder that keeps a full copy of the metadata, best on another disk (directory; repeatable)", collect)
+    .option("--snapshot-every <records>", "journal records between snapshots of the metadata (directory)", int("--snapshot-every", 1), 10000)
     .option("--capacity <bytes>", "most bytes this storage node keeps", int("--capacity", 1))
     .option("--zone <name>", "failure zone of this storage node", "")
     .option("--scrub-interval <seconds>", "pause between passes that re-hash every stored chunk (storage; 0 = off)", int("--scrub-interval"), 3600)
@@ -63,6 +68,8 @@ Examples:
   dfs certs init --host box1 --host box2         make a cluster CA and certificates
   dfs --role directory,lock                       directory and lock service on :9000
   dfs --role storage --port 9003 --data /srv/dfs  a storage node
+  dfs --role directory --meta-dir /disk2/meta     a second copy of the metadata on another disk
+  dfs directory recover --data ./data             rebuild damaged metadata (with the directory stopped)
   dfs --role client write /docs/a.txt a.txt       store a file
   dfs --role client                               interactive client (type help)
   dfs local                                       a whole cluster in one process, with the client`)
@@ -89,6 +96,7 @@ Examples:
         roles: serverRoles, host: o.host, port: o.port, dataDir: o.data, tls, directoryUrl: o.directory,
         replicas: o.replicas, minReplicas: o.minReplicas ?? o.replicas, deadAfterMs: o.deadAfter * 1000,
         chunkSize: o.chunkSize, capacity: o.capacity, zone: o.zone, scrubIntervalMs: o.scrubInterval * 1000, orphanGraceMs: o.orphanGrace * 1000,
+        metaDirs: o.metaDir, snapshotEvery: o.snapshotEvery,
       });
       process.stdout.write(`listening on ${node.url}\n`);
       onSignals(() => node.close());
@@ -119,6 +127,23 @@ Examples:
       process.stdout.write(`wrote ${files.join(", ")} to ${o.dir}\n`);
     });
 
+  const directory = program.command("directory").description("work on the metadata of a stopped directory");
+  directory
+    .command("recover")
+    .description("rebuild damaged metadata: keep every record that still applies, set the damaged files aside, list the paths lost")
+    .option("--data <dir>", "the directory's data folder (metadata in DATA/meta)", "./data")
+    .option("--meta-dir <dir>", "an extra metadata folder the directory runs with (repeatable)", collect)
+    .action(async (o) => {
+      setLogLevel("warn");
+      const report = await recoverMeta(DIRECTORY_SCHEMA, metaDirsOf(o.data, o.metaDir), logger("recover"));
+      process.stdout.write(formatRecoverReport(report));
+    });
+  directory
+    .command(CHECKPOINT_COMMAND[1]!, { hidden: true })
+    .requiredOption("--gen <n>", "snapshot generation to build", int("--gen", 1))
+    .option("--dir <dir>", "metadata folder (repeatable)", collect, [])
+    .action(async (o) => process.exit(await runCheckpointCommand({ gen: o.gen, dirs: o.dir })));
+
   program
     .command("local")
     .description("a whole cluster in one process (directory, lock, N storage nodes on free ports) and the client REPL")
@@ -135,6 +160,30 @@ Examples:
       process.exit(code);
     });
   return program;
+}
+
+/** What `directory recover` did, for people: one line per finding, then `lost PATH` / `changed PATH` lines. */
+export function formatRecoverReport(r: RecoverReport): string {
+  const where = r.dirs.join(", ");
+  if (r.intact) {
+    const torn = r.tornTail ? `; the torn tail of ${r.tornTail.file} at byte ${r.tornTail.offset} (a write never acknowledged) is cut when the directory starts` : "";
+    const snap = r.snapshotGen ? `snapshot generation ${r.snapshotGen}` : "no snapshot yet";
+    return `metadata in ${where} is intact (${snap})${torn}; nothing to recover\n`;
+  }
+  const lines = [`recovering the metadata in ${where}`];
+  for (const s of r.damagedSnapshots) lines.push(`damaged snapshot ${s.file}: ${s.reason}`);
+  for (const d of r.damaged) {
+    const names = d.paths.length ? `${d.decoded ? "names" : "its bytes still name"} ${d.paths.join(" ")}` : "names no path";
+    const what = d.excerpt ? `record ${d.excerpt}; ${names}` : names;
+    lines.push(`${d.torn ? "torn tail" : "damaged"} ${d.file} bytes ${d.offset}-${d.end} (${d.reason}): ${what}`);
+  }
+  for (const x of r.refused) lines.push(`no longer applies: ${x.file} byte ${x.offset}: ${x.reason}`);
+  lines.push(`kept ${r.kept} records, could not keep ${r.refused.length} more and ${r.damaged.length} damaged stretch(es)`);
+  for (const p of r.lost) lines.push(`lost ${p}`);
+  for (const p of r.changed) lines.push(`changed ${p}`);
+  lines.push(`the originals are kept in ${r.aside.join(", ")}`);
+  lines.push(`recovered: snapshot generation ${r.snapshotGen} written; start the directory as before`);
+  return lines.join("\n") + "\n";
 }
 
 export async function main(argv: string[]): Promise<void> {

@@ -1,4 +1,6 @@
 import os from "node:os";
+import path from "node:path";
+import { processCheckpointer } from "./checkpointer.js";
 import { DfsError } from "./protocol/errors.js";
 import { Router, type Peer } from "./transport/actor.js";
 import { Link } from "./transport/link.js";
@@ -29,6 +31,10 @@ export interface NodeOptions {
   zone: string;
   scrubIntervalMs?: number;
   orphanGraceMs?: number;
+  /** Directory: extra metadata folders, each a full copy. */
+  metaDirs?: string[];
+  /** Directory: journal records between metadata snapshots. */
+  snapshotEvery?: number;
   /** Tag for log lines, to tell nodes of one process apart. */
   label?: string;
 }
@@ -54,6 +60,11 @@ export function parseRoles(text: string): string[] {
   return [...new Set(roles)];
 }
 
+/** The directory's metadata folders: DATA/meta, then the extra ones. */
+export function metaDirsOf(dataDir: string, extra: string[] = []): string[] {
+  return [path.join(dataDir, "meta"), ...extra];
+}
+
 /** The address others use for a server bound to `host` (a wildcard address advertises the machine's name). */
 function advertised(host: string, port: number): string {
   const name = host === "0.0.0.0" || host === "::" ? os.hostname() : host;
@@ -72,9 +83,13 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
   let storageId: string | undefined;
   try {
     if (opts.roles.includes("directory")) {
-      const d = await createDirectory({ log: logger("directory", opts.label ?? "") }, {
+      const dirLog = logger("directory", opts.label ?? "");
+      const metaDirs = metaDirsOf(opts.dataDir, opts.metaDirs);
+      const d = await createDirectory({ log: dirLog, checkpointer: processCheckpointer(dirLog.child("meta")) }, {
         dataDir: opts.dataDir, url, replicas: opts.replicas, minReplicas: opts.minReplicas,
         deadAfterMs: opts.deadAfterMs, chunkSize: opts.chunkSize, orphanGraceMs: opts.orphanGraceMs,
+        metaDirs, snapshotEvery: opts.snapshotEvery,
+        recoverHint: ["dfs directory recover --data", opts.dataDir, ...(opts.metaDirs ?? []).flatMap((d) => ["--meta-dir", d])].join(" "),
       });
       router.add(d.actor);
       closers.push(() => d.close());

@@ -3,11 +3,18 @@ export type LogLevel = "debug" | "info" | "warn" | "error" | "silent";
 
 const ORDER: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40, silent: 100 };
 
-let threshold: number = ORDER[(process.env.DFS_LOG_LEVEL as LogLevel) ?? "info"] ?? ORDER.info;
+let level: LogLevel = (process.env.DFS_LOG_LEVEL as LogLevel) in ORDER ? (process.env.DFS_LOG_LEVEL as LogLevel) : "info";
+let threshold: number = ORDER[level];
 let sink: (line: string) => void = (line) => process.stderr.write(line + "\n");
 
-export function setLogLevel(level: LogLevel): void {
-  threshold = ORDER[level];
+export function setLogLevel(to: LogLevel): void {
+  level = to;
+  threshold = ORDER[to];
+}
+
+/** The level in force, for child processes to use the same. */
+export function logLevel(): LogLevel {
+  return level;
 }
 
 /** Replaces where log lines go (the REPL keeps its own output clean by sending them to a file or nowhere). */

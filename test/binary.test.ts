@@ -5,7 +5,7 @@ import fs from "node:fs";
 import path from "node:path";
 import test from "node:test";
 import { promisify } from "node:util";
-import { Cluster, ROOT, runDfs, tmpDir, type DfsExec } from "./helpers/cluster.js";
+import { Cluster, ROOT, runDfs, tmpDir, waitFor, type DfsExec } from "./helpers/cluster.js";
 import { VERSION } from "../src/version.js";
 
 // The single executable (`npm run build:bin`, DESIGN.md section 7): one file that runs every role on
@@ -64,7 +64,8 @@ test("the single executable runs a cluster, the client and `local` without Node"
   assert.match(help.stdout, /Usage: dfs/);
 
   // A cluster of separate processes of the executable: certificates, directory, lock, three storage nodes.
-  const cluster = new Cluster(t, { exec });
+  // Frequent snapshots: each is built by a checkpointer process, which is the executable started again.
+  const cluster = new Cluster(t, { exec, directoryArgs: ["--snapshot-every", "5"] });
   const certs = await runDfs(t, ["certs", "init", "--dir", "certs"], { ...exec, cwd: cluster.root });
   assert.equal(certs.code, 0, certs.stderr);
   assert.ok(fs.existsSync(path.join(cluster.certs, "ca.crt")));
@@ -80,6 +81,7 @@ test("the single executable runs a cluster, the client and `local` without Node"
   const read = await cluster.client(["read", "/big.bin", output]);
   assert.equal(read.code, 0, read.stderr);
   assert.equal(sha256(output), sha256(input));
+  await waitFor(() => /snapshot-written gen=\d+/.test(cluster.directory.stderr), "a snapshot built by the executable's checkpointer");
 
   // `dfs local`: a whole cluster in one process of the executable, with commands on stdin.
   const localDir = path.join(work, "local");

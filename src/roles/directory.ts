@@ -6,6 +6,7 @@ import { DfsError } from "../protocol/errors.js";
 import { Actor, type Handler, type Peer } from "../transport/actor.js";
 import { later } from "../transport/mailbox.js";
 import type { Logger } from "../log.js";
+import type { Checkpointer } from "./directory/checkpoint.js";
 import { openMetaStore, type MetaStore } from "./directory/metastore.js";
 import { FileService } from "./directory/files.js";
 import { Collector } from "./directory/gc.js";
@@ -15,7 +16,7 @@ import { Membership } from "./directory/membership.js";
 import { Namespace } from "./directory/namespace.js";
 import { NodeTable } from "./directory/nodes.js";
 import { Repairer } from "./directory/repair.js";
-import { applyRecord, metaText, SCHEMA, upgradeSchema, type DirRecord } from "./directory/schema.js";
+import { DIRECTORY_SCHEMA, metaText, type DirRecord } from "./directory/schema.js";
 
 export interface DirectoryInit {
   dataDir: string;
@@ -26,6 +27,10 @@ export interface DirectoryInit {
   deadAfterMs: number;
   chunkSize: number;
   snapshotEvery?: number;
+  /** Metadata folders, each a full copy (default: DATA/meta). */
+  metaDirs?: string[];
+  /** The command that repairs damaged metadata, named when start-up refuses it. */
+  recoverHint?: string;
   /** How long unused chunks are kept before deletion; default 1 h. */
   orphanGraceMs?: number;
 }
@@ -41,16 +46,16 @@ const CLIENTS = ["client", "directory"] as const;
 const LOCKS = ["lock", "directory"] as const;
 
 /** The directory role: node registry and liveness, namespace, placement, commit, leases. Runs one message at a time. */
-export async function createDirectory(components: { log: Logger }, init: DirectoryInit): Promise<Directory> {
+export async function createDirectory(components: { log: Logger; checkpointer?: Checkpointer }, init: DirectoryInit): Promise<Directory> {
   const log = components.log;
   if (init.chunkSize > MAX_CHUNK_SIZE) {
     throw new DfsError("BAD_REQUEST", `--chunk-size ${init.chunkSize} is larger than ${MAX_CHUNK_SIZE} bytes (16 MiB), the largest chunk one message can carry`);
   }
   const store = await openMetaStore<DirRecord>({
-    dir: path.join(init.dataDir, "meta"),
-    schema: SCHEMA,
-    upgrade: upgradeSchema,
-    apply: applyRecord,
+    dirs: init.metaDirs ?? [path.join(init.dataDir, "meta")],
+    checkpointer: components.checkpointer,
+    recoverHint: init.recoverHint,
+    ...DIRECTORY_SCHEMA,
     snapshotEvery: init.snapshotEvery,
     log: log.child("meta"),
   });

@@ -1,98 +1,18 @@
 import fs from "node:fs/promises";
 import path from "node:path";
-import CRC32 from "crc-32";
-import { pack, unpack } from "msgpackr";
 import { DfsError } from "../../protocol/errors.js";
 import { logger, type Logger } from "../../log.js";
 import { syncDir } from "../durable-file.js";
+import { fileHeader, setBatchOffset } from "./journal-format.js";
 
-/**
- * Append-only journal file. Each record on disk is
- *   u32 LE payload length | i32 LE CRC-32 of the payload | payload (msgpackr `pack` of the record)
- * A torn or corrupt tail is detected by the length/CRC check and cut off when the file is opened for append.
- */
-export const HEADER_BYTES = 8;
-/** Longer records are treated as corruption (a torn length field reads as garbage). */
-export const MAX_RECORD_BYTES = 64 * 1024 * 1024;
+/** A batch (one write + fsync) holds at most this many bytes, unless one record alone is larger. */
+const MAX_BATCH_BYTES = 16 * 1024 * 1024;
 
 export interface JournalStats {
   /** Records written and fsynced. */
   records: number;
-  /** fsync calls (one per group-commit batch). */
+  /** Group commits (one write + fsync per copy). */
   fsyncs: number;
-}
-
-export interface JournalContents<R> {
-  records: R[];
-  /** Byte offset just past the last good record. */
-  end: number;
-  /** File size; more than `end` when the tail is torn or corrupt. */
-  size: number;
-  /** Why reading stopped before `size`, if it did. */
-  problem?: string;
-}
-
-export function encodeRecord(rec: unknown): Buffer {
-  const payload = pack(rec);
-  if (payload.length > MAX_RECORD_BYTES) {
-    throw new DfsError("BAD_REQUEST", `journal record too large: ${payload.length} bytes`);
-  }
-  const out = Buffer.allocUnsafe(HEADER_BYTES + payload.length);
-  out.writeUInt32LE(payload.length, 0);
-  out.writeInt32LE(CRC32.buf(payload), 4);
-  payload.copy(out, HEADER_BYTES);
-  return out;
-}
-
-/** Decodes a whole journal image: the good records and where they end. */
-export function decodeJournal<R>(buf: Uint8Array): JournalContents<R> {
-  const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
-  const records: R[] = [];
-  let off = 0;
-  let problem: string | undefined;
-  while (off < b.length) {
-    if (b.length - off < HEADER_BYTES) {
-      problem = "short header";
-      break;
-    }
-    const len = b.readUInt32LE(off);
-    const crc = b.readInt32LE(off + 4);
-    if (len > MAX_RECORD_BYTES) {
-      problem = `absurd length ${len}`;
-      break;
-    }
-    if (b.length - off - HEADER_BYTES < len) {
-      problem = "short payload";
-      break;
-    }
-    const payload = b.subarray(off + HEADER_BYTES, off + HEADER_BYTES + len);
-    if (CRC32.buf(payload) !== crc) {
-      problem = "crc mismatch";
-      break;
-    }
-    let rec: R;
-    try {
-      rec = unpack(payload) as R;
-    } catch (err) {
-      problem = `undecodable payload: ${(err as Error).message}`;
-      break;
-    }
-    records.push(rec);
-    off += HEADER_BYTES + len;
-  }
-  return { records, end: off, size: b.length, problem };
-}
-
-/** Reads a journal file; a missing file reads as empty. */
-export async function readJournal<R>(file: string): Promise<JournalContents<R>> {
-  let buf: Buffer;
-  try {
-    buf = await fs.readFile(file);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return { records: [], end: 0, size: 0 };
-    throw err;
-  }
-  return decodeJournal<R>(buf);
 }
 
 export interface JournalOptions {
@@ -101,6 +21,8 @@ export interface JournalOptions {
   stats?: JournalStats;
   /** Nothing is written to this journal before this settles (the previous generation's last flush). */
   after?: Promise<unknown>;
+  /** One copy failed and was dropped; the others go on. Not called for the last copy: the journal fails instead. */
+  onDrop?: (file: string, err: Error) => void;
 }
 
 interface Waiter {
@@ -108,74 +30,69 @@ interface Waiter {
   reject: (err: Error) => void;
 }
 
+interface Copy {
+  file: string;
+  fh: fs.FileHandle;
+}
+
 /**
- * The writer side of a journal. `append` encodes at once and resolves after the record is written and
- * fsynced; appends arriving while a flush runs are grouped into the next single write + fsync.
+ * The writer side of one journal generation, kept as identical copies in one or more folders.
+ * `appendEncoded` resolves after the record is written and fsynced in every copy still in use; appends
+ * arriving while a flush runs are grouped into the next single write + fsync. A copy whose write or
+ * fsync fails is dropped (and reported) while another remains; when the last fails, the journal fails
+ * for good and refuses every later append.
  */
-export class Journal<R = unknown> {
+export class Journal {
   readonly stats: JournalStats;
-  /** Bytes of good records in the file, including those not yet flushed. */
-  bytes = 0;
-  private fh: fs.FileHandle | undefined;
+  /** Bytes in the file, including records not yet flushed. */
+  bytes: number;
+  private copies: Copy[] = [];
   private readonly ready: Promise<void>;
   private pending: Buffer[] = [];
   private waiters: Waiter[] = [];
   private flushing: Promise<void> | undefined;
   private failure: Error | undefined;
   private closed: Promise<void> | undefined;
+  private readonly log: Logger;
 
   private constructor(
-    readonly file: string,
-    private readonly log: Logger,
-    opts: JournalOptions,
-    open: () => Promise<fs.FileHandle>,
+    private readonly names: string[],
+    size: number,
+    private readonly opts: JournalOptions,
+    open: (file: string) => Promise<fs.FileHandle>,
   ) {
     this.stats = opts.stats ?? { records: 0, fsyncs: 0 };
+    this.log = opts.log ?? logger("journal");
+    this.bytes = size;
     this.ready = (async () => {
-      this.fh = await open();
+      const opened = await Promise.allSettled(names.map(open));
+      opened.forEach((r, i) => {
+        if (r.status === "fulfilled") this.copies.push({ file: names[i]!, fh: r.value });
+      });
+      const failed = opened.flatMap((r, i) => (r.status === "rejected" ? [{ file: names[i]!, err: r.reason as Error }] : []));
+      if (this.copies.length === 0) throw failed[0]?.err ?? new DfsError("UNAVAILABLE", "no journal file to write");
+      for (const f of failed) this.drop(f.file, f.err);
       // If the previous generation failed, its tail is lost: writing here would leave a gap before these records.
       if (opts.after) await opts.after;
     })();
     this.ready.catch((err) => this.fail(err));
   }
 
-  /**
-   * Opens `file` for append, creating it if missing; a torn or corrupt tail is truncated first.
-   * Returns the journal and the good records that were already in it.
-   */
-  static async open<R>(file: string, opts: JournalOptions = {}): Promise<{ journal: Journal<R>; contents: JournalContents<R> }> {
-    const log = opts.log ?? logger("journal");
-    const contents = await readJournal<R>(file);
-    const journal = new Journal<R>(file, log, opts, async () => {
-      const created = contents.size === 0;
-      const fh = await fs.open(file, "a");
-      try {
-        if (contents.end < contents.size) {
-          await fh.truncate(contents.end);
-          await fh.sync();
-          log.warn("journal-tail-cut", { file, cut: contents.size - contents.end, kept: contents.end, reason: contents.problem });
-        }
-        if (created) await syncDir(path.dirname(file));
-      } catch (err) {
-        await fh.close();
-        throw err;
-      }
-      return fh;
-    });
-    journal.bytes = contents.end;
-    await journal.ready;
-    return { journal, contents };
+  /** Appends to existing copies that each hold exactly `size` good bytes (start-up made them so). */
+  static resume(files: string[], size: number, opts: JournalOptions = {}): Journal {
+    return new Journal(files, size, opts, (file) => fs.open(file, "a"));
   }
 
   /**
-   * Starts a brand-new (empty) journal file without waiting: appends may be made at once and are written
-   * when the file is ready (and `opts.after` has settled). `ready()` resolves once the file exists durably.
+   * Starts brand-new copies of generation `gen` without waiting: appends may be made at once and are
+   * written when the files are ready (and `opts.after` has settled).
    */
-  static create<R>(file: string, opts: JournalOptions = {}): Journal<R> {
-    const log = opts.log ?? logger("journal");
-    return new Journal<R>(file, log, opts, async () => {
+  static create(files: string[], gen: number, opts: JournalOptions = {}): Journal {
+    const header = fileHeader(gen);
+    return new Journal(files, header.length, opts, async (file) => {
       const fh = await fs.open(file, "w");
       try {
+        await writeAll(fh, header);
         await fh.sync();
         await syncDir(path.dirname(file));
       } catch (err) {
@@ -186,22 +103,23 @@ export class Journal<R = unknown> {
     });
   }
 
-  /** Resolves once the file is open (and durably exists). */
+  /** The copies still written. */
+  get files(): string[] {
+    return this.copies.map((c) => c.file);
+  }
+
+  /** Resolves once the files are open (and durably exist). */
   whenReady(): Promise<void> {
     return this.ready;
   }
 
   /** Why an append would be refused now: closed, or failed (a failed journal refuses every later append). */
   get refusal(): Error | undefined {
-    if (this.closed) return new DfsError("UNAVAILABLE", `journal closed: ${this.file}`);
+    if (this.closed) return new DfsError("UNAVAILABLE", `journal closed: ${this.names.join(", ")}`);
     return this.failure;
   }
 
-  append(rec: R): Promise<void> {
-    return this.appendEncoded(encodeRecord(rec));
-  }
-
-  /** Appends a record already framed by {@link encodeRecord}. */
+  /** Appends a record framed by `encodeRecord`. */
   appendEncoded(buf: Buffer): Promise<void> {
     const refusal = this.refusal;
     if (refusal) return Promise.reject(refusal);
@@ -218,15 +136,16 @@ export class Journal<R = unknown> {
     if (this.failure) throw this.failure;
   }
 
-  /** Flushes and closes the file; idempotent. */
+  /** Flushes and closes the files; idempotent. */
   close(): Promise<void> {
     this.closed ??= (async () => {
       try {
         await this.ready;
         await this.flush();
       } finally {
-        await this.fh?.close();
-        this.fh = undefined;
+        const copies = this.copies;
+        this.copies = [];
+        await Promise.all(copies.map((c) => c.fh.close().catch(() => undefined)));
       }
     })();
     return this.closed;
@@ -237,8 +156,22 @@ export class Journal<R = unknown> {
     this.flushing = this.loop().finally(() => {
       this.flushing = undefined;
       // Appends made between the loop's last check and now found `flushing` still set.
-      if (this.pending.length > 0) this.kick();
+      if (this.pending.length > 0 && !this.failure) this.kick();
     });
+  }
+
+  /** Takes the next batch off `pending` and marks each record with its place in the batch. */
+  private takeBatch(): { data: Buffer; waiters: Waiter[] } {
+    let n = 0;
+    let bytes = 0;
+    while (n < this.pending.length && (n === 0 || bytes + this.pending[n]!.length <= MAX_BATCH_BYTES)) {
+      setBatchOffset(this.pending[n]!, bytes);
+      bytes += this.pending[n]!.length;
+      n++;
+    }
+    const batch = this.pending.splice(0, n);
+    const waiters = this.waiters.splice(0, n);
+    return { data: batch.length === 1 ? batch[0]! : Buffer.concat(batch, bytes), waiters };
   }
 
   private async loop(): Promise<void> {
@@ -248,37 +181,50 @@ export class Journal<R = unknown> {
       return; // fail() already rejected the waiters
     }
     while (this.pending.length > 0 && !this.failure) {
-      const batch = this.pending;
-      const waiters = this.waiters;
-      this.pending = [];
-      this.waiters = [];
-      try {
-        const data = batch.length === 1 ? batch[0]! : Buffer.concat(batch);
-        let off = 0;
-        while (off < data.length) {
-          const { bytesWritten } = await this.fh!.write(data, off, data.length - off);
-          off += bytesWritten;
-        }
-        await this.fh!.sync();
-        this.stats.fsyncs++;
-        this.stats.records += batch.length;
-        for (const w of waiters) w.resolve();
-      } catch (err) {
-        // The file's tail is now unknown: stop for good, the next open will cut whatever is torn.
-        for (const w of waiters) w.reject(err as Error);
-        this.fail(err as Error);
+      const { data, waiters } = this.takeBatch();
+      const results = await Promise.allSettled(this.copies.map(async (c) => {
+        await writeAll(c.fh, data);
+        await c.fh.sync();
+      }));
+      const failed = results.flatMap((r, i) => (r.status === "rejected" ? [{ copy: this.copies[i]!, err: r.reason as Error }] : []));
+      if (failed.length === this.copies.length) {
+        // Every copy's tail is now unknown: stop for good; the next start-up cuts whatever is torn.
+        const err = failed[0]!.err;
+        for (const w of waiters) w.reject(err);
+        this.fail(err);
+        return;
       }
+      for (const f of failed) this.drop(f.copy.file, f.err);
+      this.stats.fsyncs++;
+      this.stats.records += waiters.length;
+      for (const w of waiters) w.resolve();
     }
+  }
+
+  private drop(file: string, err: Error): void {
+    const copy = this.copies.find((c) => c.file === file);
+    this.copies = this.copies.filter((c) => c.file !== file);
+    void copy?.fh.close().catch(() => undefined);
+    if (this.opts.onDrop) this.opts.onDrop(file, err);
+    else this.log.error("journal-copy-dropped", { file, err, remaining: this.copies.length });
   }
 
   private fail(err: Error): void {
     if (!this.failure) {
       this.failure = new DfsError("UNAVAILABLE", `journal write failed: ${err.message}`, { cause: err });
-      this.log.error("journal-failed", { file: this.file, err });
+      this.log.error("journal-failed", { files: this.names.join(","), err });
     }
     const waiters = this.waiters;
     this.pending = [];
     this.waiters = [];
     for (const w of waiters) w.reject(this.failure);
+  }
+}
+
+async function writeAll(fh: fs.FileHandle, data: Buffer): Promise<void> {
+  let off = 0;
+  while (off < data.length) {
+    const { bytesWritten } = await fh.write(data, off, data.length - off);
+    off += bytesWritten;
   }
 }

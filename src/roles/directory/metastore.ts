@@ -1,41 +1,52 @@
 import fs from "node:fs/promises";
 import path from "node:path";
-import CRC32 from "crc-32";
 import type { Database } from "sql.js";
 import { DfsError } from "../../protocol/errors.js";
 import { logger, type Logger } from "../../log.js";
-import { syncDir, writeSynced } from "../durable-file.js";
-import { encodeRecord, Journal, readJournal, type JournalStats } from "./journal.js";
-import { loadSqlJs, run } from "./sql.js";
+import { applyInTx, buildCheckpoint, damageError, openDatabase, replayable, replayAll, type Checkpointer, type Schema } from "./checkpoint.js";
+import { encodeRecord } from "./journal-format.js";
+import { Journal, type JournalStats } from "./journal.js";
+import { lockFolders, removeJournalsBelow, repairFolders } from "./meta-folders.js";
+import { journalName, readMetaImage } from "./meta-image.js";
+import { installSnapshot, snapshotHeader } from "./snapshot-file.js";
 
 /*
- * Durable metadata: an in-memory sql.js database, rebuilt at start-up from a snapshot plus journals.
+ * Durable metadata: an in-memory sql.js database, rebuilt at start-up from a snapshot plus journals, kept
+ * as identical copies in one or more folders (each best on a disk of its own).
  *
- * Files in `dir`:
- *   snapshot.db      24-byte header + sql.js `db.export()` bytes. Header:
- *                      0..7   ASCII "DFSSNAP1"
- *                      8..15  u64 LE G: the snapshot holds every record of journals < G (and nothing of journals >= G)
- *                      16..19 u32 LE length of the database bytes
- *                      20..23 i32 LE CRC-32 of the database bytes
- *   snapshot.db.tmp  a snapshot being written; ignored and removed at start-up
- *   journal.<G>      the journals by generation (see journal.ts); replayed in order for every G >= the snapshot's
- *   journal.<G>.discarded  journals after a corrupt one in the chain, set aside rather than replayed
- * Without a snapshot the schema is run on an empty database and journals are replayed from generation 1.
+ * Files in each folder:
+ *   snapshot.db        the newest snapshot (snapshot-file.ts): every record of journals < its generation G
+ *   snapshot.prev.db   the one before it, kept with the journals since, in case snapshot.db is damaged
+ *   snapshot.*.tmp     a snapshot being written; removed at start-up
+ *   journal.<G>        the journals by generation (journal-format.ts); replayed in order for every G >= the snapshot's
+ *   LOCK               the pid of the process using the folder
+ *   damaged-<time>/    damaged copies set aside at start-up or by recovery, never deleted
  *
- * Snapshot (crash-safe at every step): export the db and rotate to journal G+1 in one synchronous step;
- * write snapshot.db.tmp, fsync, rename over snapshot.db, fsync the folder; then delete journals < G+1.
- * A crash before the rename leaves the old snapshot and both journals; after it, the older journals are
- * ignored (and deleted) at start-up because the snapshot's header says they are covered.
+ * A checkpoint (snapshot) never exports the live database: the store only starts journal G+1, and a
+ * checkpointer (by default a process of its own, as HDFS's checkpoint node) builds snapshot G+1 from the
+ * last snapshot and the closed journals below G+1 with the same code start-up uses, and installs it. When
+ * that fails because the folders' bytes cannot reproduce what is in memory (damage that appeared while
+ * running, or a record the schema now refuses), the store writes one snapshot from memory instead: the
+ * database is the truth that replies were given from.
+ *
+ * Start-up reads every folder and starts from what they hold together (see meta-image.ts). A torn tail
+ * (the end of the last write, never acknowledged) is cut; damage followed by later writes, a damaged
+ * snapshot with nothing to rebuild it from, or a record refused at replay stop it with a CORRUPT error
+ * naming the file and the byte: `dfs directory recover` then keeps what still applies. Copies that are
+ * damaged or behind are repaired from the good bytes, and the log says so. A folder whose writes fail
+ * while running is dropped (logged) while another remains; the next start-up brings it up to date.
  */
 
-export interface MetaStoreInit<R> {
-  dir: string;
-  schema: string;
-  /** Brings a database loaded from an older snapshot to the current layout; runs before journal replay. */
-  upgrade?: (db: Database) => void;
-  apply: (db: Database, rec: R) => void;
+export interface MetaStoreInit<R> extends Schema<R> {
+  /** Metadata folders; every one holds a full copy. */
+  dirs: string[];
+  /** Journal records between automatic snapshots (default 10,000); also every 64 MiB of journal. */
   snapshotEvery?: number;
   log?: Logger;
+  /** Builds snapshots; default: in this process, with the same code (blocking while it runs). */
+  checkpointer?: Checkpointer;
+  /** The command that repairs these folders, named in the error when they are damaged. */
+  recoverHint?: string;
 }
 
 export interface MetaStoreStats {
@@ -45,6 +56,8 @@ export interface MetaStoreStats {
   snapshots: number;
   /** Size of the current journal generation, including records not yet flushed. */
   journalBytes: number;
+  /** Folders still written. */
+  dirs: string[];
 }
 
 export interface MetaStore<R> {
@@ -56,169 +69,69 @@ export interface MetaStore<R> {
   /** Writes a snapshot now (after any running one). */
   snapshot(): Promise<void>;
   readonly stats: MetaStoreStats;
-  /** Waits for snapshots, flushes, closes the journal and the database; idempotent. */
+  /** Stops a running checkpoint, flushes, closes the journal and the database; idempotent. */
   close(): Promise<void>;
 }
 
-const SNAPSHOT = "snapshot.db";
-const SNAPSHOT_TMP = "snapshot.db.tmp";
-const MAGIC = Buffer.from("DFSSNAP1", "ascii");
-const SNAP_HEADER = 24;
-const JOURNAL_RE = /^journal\.(\d+)$/;
-
-const journalName = (gen: number) => `journal.${gen}`;
-
-function applyInTx<R>(db: Database, apply: (db: Database, rec: R) => void, rec: R): void {
-  run(db, "BEGIN");
-  try {
-    apply(db, rec);
-  } catch (err) {
-    try {
-      db.exec("ROLLBACK");
-    } catch {
-      // the failed statement may already have ended the transaction
-    }
-    throw err;
-  }
-  run(db, "COMMIT");
-}
-
-async function readSnapshot(file: string): Promise<{ gen: number; data: Uint8Array } | undefined> {
-  let buf: Buffer;
-  try {
-    buf = await fs.readFile(file);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
-    throw err;
-  }
-  const bad = (why: string) => new DfsError("CORRUPT", `snapshot ${file} is unusable: ${why}`);
-  if (buf.length < SNAP_HEADER || !buf.subarray(0, 8).equals(MAGIC)) throw bad("bad header");
-  const gen = Number(buf.readBigUInt64LE(8));
-  const len = buf.readUInt32LE(16);
-  if (buf.length !== SNAP_HEADER + len) throw bad(`length ${buf.length - SNAP_HEADER}, header says ${len}`);
-  const data = buf.subarray(SNAP_HEADER);
-  if (CRC32.buf(data) !== buf.readInt32LE(20)) throw bad("crc mismatch");
-  if (!Number.isSafeInteger(gen) || gen < 1) throw bad(`generation ${gen}`);
-  return { gen, data };
-}
-
-async function writeSnapshot(dir: string, gen: number, data: Uint8Array): Promise<void> {
-  const tmp = path.join(dir, SNAPSHOT_TMP);
-  const header = Buffer.alloc(SNAP_HEADER);
-  MAGIC.copy(header, 0);
-  header.writeBigUInt64LE(BigInt(gen), 8);
-  header.writeUInt32LE(data.length, 16);
-  header.writeInt32LE(CRC32.buf(data), 20);
-  try {
-    await writeSynced(tmp, [header, data], "w");
-    const size = (await fs.stat(tmp)).size;
-    if (size !== SNAP_HEADER + data.length) throw new DfsError("INTERNAL", `short snapshot write: ${size} bytes`);
-    await fs.rename(tmp, path.join(dir, SNAPSHOT));
-  } catch (err) {
-    await fs.rm(tmp, { force: true }).catch(() => undefined);
-    throw err;
-  }
-  await syncDir(dir);
-}
-
-async function journalGens(dir: string): Promise<number[]> {
-  const gens: number[] = [];
-  for (const name of await fs.readdir(dir)) {
-    const m = JOURNAL_RE.exec(name);
-    if (m) gens.push(Number(m[1]));
-  }
-  return gens.sort((a, b) => a - b);
-}
-
-async function deleteJournalsBelow(dir: string, gen: number): Promise<number[]> {
-  const gone = (await journalGens(dir)).filter((g) => g < gen);
-  for (const g of gone) await fs.rm(path.join(dir, journalName(g)), { force: true });
-  if (gone.length) await syncDir(dir);
-  return gone;
-}
+const JOURNAL_SNAPSHOT_BYTES = 64 * 1024 * 1024;
 
 export async function openMetaStore<R>(init: MetaStoreInit<R>): Promise<MetaStore<R>> {
-  const { dir, apply } = init;
+  const dirs = [...new Set(init.dirs.map((d) => path.resolve(d)))];
   const log = init.log ?? logger("metastore");
-  await fs.mkdir(dir, { recursive: true });
-  const SQL = await loadSqlJs();
-  await fs.rm(path.join(dir, SNAPSHOT_TMP), { force: true });
-
-  const snap = await readSnapshot(path.join(dir, SNAPSHOT));
-  const db = snap ? new SQL.Database(snap.data) : new SQL.Database();
-  // Our journal is what makes changes durable; SQLite's own rollback journal in sql.js's in-memory file
-  // system only costs a file create and delete per transaction (statement journals and sorts likewise
-  // use temp files unless temp_store is MEMORY). MEMORY keeps ROLLBACK working. Nobody else opens this
-  // database, so it may keep its lock: otherwise every statement re-locks and re-checks the file through
-  // the emulated file system, which made a one-row SELECT cost ~13 µs instead of ~1 µs.
-  db.exec("PRAGMA journal_mode=MEMORY; PRAGMA synchronous=OFF; PRAGMA temp_store=MEMORY; PRAGMA locking_mode=EXCLUSIVE;");
-  try {
-    if (!snap) db.exec(init.schema);
-    init.upgrade?.(db);
-    const baseGen = snap?.gen ?? 1;
-    const stale = await deleteJournalsBelow(dir, baseGen);
-    if (stale.length) log.info("journals-stale-removed", { gens: stale.join(","), snapshotGen: baseGen });
-
-    const gens = await journalGens(dir);
-    gens.forEach((g, i) => {
-      if (g !== baseGen + i) {
-        throw new DfsError("CORRUPT", `journal generations in ${dir} do not run on from ${baseGen}: ${gens.join(",")}`);
-      }
+  for (const dir of dirs) await fs.mkdir(dir, { recursive: true });
+  const release = await lockFolders(dirs);
+  const refuse = (err: unknown) => {
+    if (!(err instanceof DfsError) || err.code !== "CORRUPT") return err;
+    const hint = init.recoverHint ?? "dfs directory recover";
+    return new DfsError("CORRUPT", `${err.message}; the directory does not start on damaged metadata: run \`${hint}\` to keep every record that still applies and list what is lost`, {
+      cause: err,
+      details: err.details,
     });
-
-    let replayed = 0;
-    let skipped = 0;
-    const replay = (records: R[], gen: number) => {
-      records.forEach((rec, i) => {
-        try {
-          applyInTx(db, apply, rec);
-          replayed++;
-        } catch (err) {
-          skipped++;
-          log.warn("replay-record-refused", { gen, index: i, err });
-        }
-      });
-    };
-
-    let activeGen = gens.at(-1) ?? baseGen;
-    let activeReplayed = false;
-    for (const g of gens) {
-      if (g === activeGen) break;
-      const c = await readJournal<R>(path.join(dir, journalName(g)));
-      replay(c.records, g);
-      if (c.end < c.size) {
-        // Later journals were written after this one's tail; replaying them would skip the lost records.
-        const later = gens.filter((x) => x > g);
-        log.error("journal-corrupt-mid-chain", { gen: g, at: c.end, size: c.size, reason: c.problem, discarded: later.join(",") });
-        for (const x of later) {
-          const f = path.join(dir, journalName(x));
-          await fs.rename(f, `${f}.discarded`);
-        }
-        await syncDir(dir);
-        activeGen = g;
-        activeReplayed = true;
-        break;
+  };
+  try {
+    const img = await readMetaImage(dirs).catch((err) => Promise.reject(refuse(err)));
+    const bad = damageError(img);
+    if (bad) throw refuse(bad);
+    const db = await openDatabase(img.base?.data, init);
+    try {
+      const records = replayable(img);
+      try {
+        replayAll(db, records, init.apply);
+      } catch (err) {
+        throw refuse(err);
       }
+      await repairFolders(img, log);
+      const last = img.gens.at(-1);
+      const stats: JournalStats = { records: 0, fsyncs: 0 };
+      const store = new Store<R>(db, init, log, dirs, img.baseGen, stats, release);
+      // A journal of the old format is read, never appended to: the next generation starts in the new one.
+      if (last?.format === 2) store.resume(last.gen, last.good.length);
+      else store.start(last ? last.gen + 1 : img.baseGen);
+      await store.ready();
+      log.info("metastore-open", { dirs: dirs.join(","), snapshotGen: img.base?.gen ?? 0, journalGen: store.generation, replayed: records.length });
+      return store;
+    } catch (err) {
+      db.close();
+      throw err;
     }
-
-    const jstats: JournalStats = { records: 0, fsyncs: 0 };
-    const opened = await Journal.open<R>(path.join(dir, journalName(activeGen)), { log, stats: jstats });
-    if (!activeReplayed) replay(opened.contents.records, activeGen);
-    log.info("metastore-open", { dir, snapshotGen: snap?.gen ?? 0, journalGen: activeGen, replayed, skipped });
-    return new Store<R>(db, init, log, opened.journal, activeGen, jstats);
   } catch (err) {
-    db.close();
+    await release();
     throw err;
   }
 }
 
 class Store<R> implements MetaStore<R> {
   private readonly snapshotEvery: number;
+  private readonly checkpointer: Checkpointer;
+  private journal!: Journal;
+  private gen = 0;
+  private live: string[];
   private sinceSnapshot = 0;
   private snapshots = 0;
   private lastDurable: Promise<void> = Promise.resolve();
   private snapChain: Promise<void> = Promise.resolve();
   private autoSnap: Promise<void> | undefined;
+  private readonly abort = new AbortController();
   private closing: Promise<void> | undefined;
   private finished = false;
 
@@ -226,15 +139,49 @@ class Store<R> implements MetaStore<R> {
     readonly db: Database,
     private readonly init: MetaStoreInit<R>,
     private readonly log: Logger,
-    private journal: Journal<R>,
-    private gen: number,
+    dirs: string[],
+    /** The snapshot start-up would replay from (1: none); journals from the one before it are kept. */
+    private baseGen: number,
     private readonly jstats: JournalStats,
+    private readonly release: () => Promise<void>,
   ) {
+    this.live = dirs;
     this.snapshotEvery = Math.max(1, init.snapshotEvery ?? 10000);
+    this.checkpointer = init.checkpointer ?? ((job) => buildCheckpoint(init, job, log.child("checkpoint")));
+  }
+
+  get generation(): number {
+    return this.gen;
   }
 
   get stats(): MetaStoreStats {
-    return { ...this.jstats, snapshots: this.snapshots, journalBytes: this.journal.bytes };
+    return { ...this.jstats, snapshots: this.snapshots, journalBytes: this.journal.bytes, dirs: [...this.live] };
+  }
+
+  private journalOpts(after?: Promise<unknown>) {
+    return {
+      log: this.log,
+      stats: this.jstats,
+      after,
+      onDrop: (file: string, err: Error) => {
+        this.live = this.live.filter((d) => d !== path.dirname(file));
+        this.log.error("meta-dir-dropped", { dir: path.dirname(file), err, remaining: this.live.join(",") });
+      },
+    };
+  }
+
+  resume(gen: number, size: number): void {
+    this.gen = gen;
+    this.journal = Journal.resume(this.live.map((d) => path.join(d, journalName(gen))), size, this.journalOpts());
+  }
+
+  start(gen: number, after?: Promise<unknown>): void {
+    this.gen = gen;
+    this.journal = Journal.create(this.live.map((d) => path.join(d, journalName(gen))), gen, this.journalOpts(after));
+  }
+
+  ready(): Promise<void> {
+    return this.journal.whenReady();
   }
 
   commit(rec: R): { durable: Promise<void> } {
@@ -247,10 +194,12 @@ class Store<R> implements MetaStore<R> {
     durable.catch(() => undefined); // the journal logs its failure; callers that drop `durable` must not crash us
     this.lastDurable = durable;
     // Also by size: a few huge records (bulk commits) must not leave a long journal to replay at start-up.
-    const due = ++this.sinceSnapshot >= this.snapshotEvery || this.journal.bytes > 64 * 1024 * 1024;
+    const due = ++this.sinceSnapshot >= this.snapshotEvery || this.journal.bytes > JOURNAL_SNAPSHOT_BYTES;
     if (due && !this.autoSnap) {
       this.autoSnap = this.snapshot()
-        .catch((err) => this.log.error("snapshot-failed", { dir: this.init.dir, err }))
+        .catch((err) => {
+          if (!this.closing) this.log.error("snapshot-failed", { dirs: this.live.join(","), err });
+        })
         .finally(() => {
           this.autoSnap = undefined;
         });
@@ -264,32 +213,67 @@ class Store<R> implements MetaStore<R> {
   }
 
   snapshot(): Promise<void> {
-    const run = this.snapChain.then(() => this.doSnapshot());
+    const run = this.snapChain.then(() => this.checkpoint());
     this.snapChain = run.catch(() => undefined);
     return run;
   }
 
-  private async doSnapshot(): Promise<void> {
-    if (this.finished) throw new DfsError("UNAVAILABLE", "metadata store is closed");
-    const { dir } = this.init;
-    // One synchronous step: the exported image holds exactly the records of journals < gen.
-    const data = this.db.export();
-    const old = this.journal;
-    const gen = this.gen + 1;
-    const oldClosed = old.close();
-    this.journal = Journal.create<R>(path.join(dir, journalName(gen)), { log: this.log, stats: this.jstats, after: oldClosed });
-    this.gen = gen;
+  /** Starts journal G+1 after the current one (synchronous: nothing is committed in between); returns G+1 and the old one's close. */
+  private rotate(): { gen: number; oldClosed: Promise<void> } {
+    if (this.finished || this.closing) throw new DfsError("UNAVAILABLE", "metadata store is closed");
+    const oldClosed = this.journal.close();
+    this.start(this.gen + 1, oldClosed);
     this.sinceSnapshot = 0;
+    return { gen: this.gen, oldClosed };
+  }
+
+  private async checkpoint(): Promise<void> {
+    const t0 = performance.now();
+    const { gen, oldClosed } = this.rotate();
+    const blockedMs = performance.now() - t0;
     await oldClosed;
     await this.journal.whenReady();
-    await writeSnapshot(dir, gen, data);
-    await deleteJournalsBelow(dir, gen);
+    const dirs = [...this.live];
+    let result;
+    try {
+      result = await this.checkpointer({ dirs, gen, signal: this.abort.signal });
+    } catch (err) {
+      if (this.closing || !(err instanceof DfsError) || err.code !== "CORRUPT") throw err;
+      this.log.error("checkpoint-refused", { gen, err, then: "writing a snapshot from memory" });
+      return this.snapshotFromMemory();
+    }
+    await this.installed(gen, dirs);
+    this.log.info("snapshot-written", {
+      gen, bytes: result.bytes, records: result.records, ms: Math.round(result.ms),
+      loopBlockedMs: blockedMs.toFixed(1), checkpointerPeakRss: result.peakRssBytes,
+    });
+  }
+
+  /** The snapshot when the folders cannot reproduce memory: export at a rotation, in one synchronous step. */
+  private async snapshotFromMemory(): Promise<void> {
+    const t0 = performance.now();
+    const { gen, oldClosed } = this.rotate();
+    const data = this.db.export();
+    const blockedMs = performance.now() - t0;
+    await oldClosed;
+    await this.journal.whenReady();
+    const dirs = [...this.live];
+    const header = snapshotHeader(gen, data);
+    for (const dir of dirs) await installSnapshot(dir, gen, [header, data]);
+    await this.installed(gen, dirs);
+    this.log.warn("snapshot-written-from-memory", { gen, bytes: data.length, loopBlockedMs: blockedMs.toFixed(1) });
+  }
+
+  /** After snapshot `gen` is in every folder: the old snapshot is now the previous one, older journals go. */
+  private async installed(gen: number, dirs: string[]): Promise<void> {
+    await removeJournalsBelow(dirs.filter((d) => this.live.includes(d)), this.baseGen);
+    this.baseGen = gen;
     this.snapshots++;
-    this.log.info("snapshot-written", { dir, gen, bytes: data.length });
   }
 
   close(): Promise<void> {
     this.closing ??= (async () => {
+      this.abort.abort(new DfsError("UNAVAILABLE", "metadata store is closing"));
       await this.autoSnap;
       await this.snapChain;
       this.finished = true;
@@ -297,6 +281,7 @@ class Store<R> implements MetaStore<R> {
         await this.journal.close();
       } finally {
         this.db.close();
+        await this.release();
       }
     })();
     return this.closing;

@@ -1,5 +1,6 @@
 import type { Database } from "sql.js";
 import { DfsError } from "../../protocol/errors.js";
+import type { Schema } from "./checkpoint.js";
 import { all, get, run } from "./sql.js";
 
 /**
@@ -218,3 +219,6 @@ function adjustRefs(db: Database, hashes: string[], delta: number): void {
   }
   addMeta(db, "chunks", live);
 }
+
+/** The directory's records and tables, as the store, the checkpointer and recovery apply them. */
+export const DIRECTORY_SCHEMA: Schema<DirRecord> = { schema: SCHEMA, upgrade: upgradeSchema, apply: applyRecord };

@@ -7,7 +7,7 @@ import { loadCerts } from "../src/certs/index.js";
 import { DfsClient } from "../src/roles/client.js";
 import { logger } from "../src/log.js";
 import { openMetaStore } from "../src/roles/directory/metastore.js";
-import { applyRecord, SCHEMA, type DirRecord } from "../src/roles/directory/schema.js";
+import { DIRECTORY_SCHEMA, type DirRecord } from "../src/roles/directory/schema.js";
 import { decodePayload, scanJournal } from "../src/roles/directory/journal-format.js";
 import { runDfs, spawnDfs, startCluster, tmpDir, type Cluster } from "./helpers/cluster.js";
 
@@ -110,7 +110,7 @@ test("rot in the middle of the journal: the directory refuses to start, recover 
 
 test("recover says so and exits non-zero when nothing can be rebuilt, and leaves intact metadata alone", async (t) => {
   const intact = tmpDir(t);
-  const store = await openMetaStore<DirRecord>({ dirs: [path.join(intact, "meta")], schema: SCHEMA, apply: applyRecord, log: logger("test") });
+  const store = await openMetaStore<DirRecord>({ dirs: [path.join(intact, "meta")], ...DIRECTORY_SCHEMA, log: logger("test") });
   await store.commit({ op: "node", id: "n1", role: "storage", url: "wss://127.0.0.1:1", zone: "", capacity: null }).durable;
   await store.close();
   const before = fs.readdirSync(path.join(intact, "meta")).sort();

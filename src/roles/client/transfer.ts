@@ -179,19 +179,41 @@ async function fetchChunk(ctx: TransferCtx, info: FileInfo, index: number): Prom
     ctx.stats.chunksFromCache++;
     return cached;
   }
-  if (c.replicas.length === 0) {
+  const tried = new Set<string>();
+  let lastError: DfsError | undefined;
+  let replicas = c.replicas;
+  // The replicas the lookup named, then (when none could be read) those the directory knows now: repair
+  // may have copied the chunk elsewhere, or its nodes may have come back at other addresses.
+  for (let round = 0; round < 2; round++) {
+    const fresh = replicas.filter((r) => !tried.has(r.url));
+    const got = await fromReplicas(ctx, c, fresh, (e) => (lastError = e));
+    if (got) return got;
+    for (const r of fresh) tried.add(r.url);
+    if (round === 0) replicas = await currentReplicas(ctx, info, index).catch(() => []);
+  }
+  if (tried.size === 0) {
     throw new DfsError("UNAVAILABLE", `chunk ${index} of ${info.path} has no live replica right now; try again when its nodes are back`);
   }
+  throw new DfsError("UNAVAILABLE", `no replica of chunk ${index} of ${info.path} could be read (${lastError?.message ?? "none reachable"})`, { cause: lastError });
+}
+
+/** Where the directory says chunk `index` of the same version lives now. */
+async function currentReplicas(ctx: TransferCtx, info: FileInfo, index: number): Promise<Replica[]> {
+  const now = await ctx.directory.request<FileInfo>("dir.lookup", { path: info.path });
+  return now.version === info.version && now.chunks[index]?.hash === info.chunks[index]!.hash ? now.chunks[index]!.replicas : [];
+}
+
+/** Reads a chunk from the first of `replicas` that serves it intact, least loaded first; reports bad copies. */
+async function fromReplicas(ctx: TransferCtx, c: FileInfo["chunks"][number], replicas: Replica[], fail: (e: DfsError) => void): Promise<Buffer | undefined> {
   // Least-loaded replica first; ties broken at random so readers spread over the copies.
-  const order = [...c.replicas].sort((a, b) => (inflightByUrl.get(a.url) ?? 0) - (inflightByUrl.get(b.url) ?? 0) || Math.random() - 0.5);
-  let lastError: DfsError | undefined;
+  const order = [...replicas].sort((a, b) => (inflightByUrl.get(a.url) ?? 0) - (inflightByUrl.get(b.url) ?? 0) || Math.random() - 0.5);
   for (const r of order) {
     inflightByUrl.set(r.url, (inflightByUrl.get(r.url) ?? 0) + 1);
     try {
       const reply = await ctx.pool.request<GetReply>(r.url, "store.get", { hash: c.hash }, { timeoutMs: transferTimeoutMs(c.size, 1) });
       const data = Buffer.from(reply.data.buffer, reply.data.byteOffset, reply.data.byteLength);
       if (createHash("sha256").update(data).digest("hex") !== c.hash) {
-        lastError = new DfsError("CORRUPT", `replica of chunk ${c.hash.slice(0, 12)} on ${r.url} is corrupt`);
+        fail(new DfsError("CORRUPT", `replica of chunk ${c.hash.slice(0, 12)} on ${r.url} is corrupt`));
         void ctx.directory.request("dir.badReplica", { hash: c.hash, node: r.node, reason: "hash mismatch on read" }).catch(() => {});
         continue;
       }
@@ -200,14 +222,15 @@ async function fetchChunk(ctx: TransferCtx, info: FileInfo, index: number): Prom
       await ctx.cache.put(c.hash, data);
       return data;
     } catch (err) {
-      lastError = toDfsError(err);
-      ctx.log.debug("replica failed, trying next", { url: r.url, hash: c.hash, err: lastError.message });
-      if (lastError.code === "NOT_FOUND") {
+      const e = toDfsError(err);
+      fail(e);
+      ctx.log.debug("replica failed, trying next", { url: r.url, hash: c.hash, err: e.message });
+      if (e.code === "NOT_FOUND") {
         void ctx.directory.request("dir.badReplica", { hash: c.hash, node: r.node, reason: "missing on read" }).catch(() => {});
       }
     } finally {
       inflightByUrl.set(r.url, (inflightByUrl.get(r.url) ?? 1) - 1);
     }
   }
-  throw new DfsError("UNAVAILABLE", `no replica of chunk ${index} of ${info.path} could be read (${lastError?.message ?? "none reachable"})`, { cause: lastError });
+  return undefined;
 }

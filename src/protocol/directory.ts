@@ -7,6 +7,9 @@ const nodeId = z.string().regex(/^[A-Za-z0-9._-]{1,64}$/, "node id must be 1-64 
 /** A cluster id or node secret: what a data folder proves itself with. */
 const secret = z.string().regex(/^[0-9a-f]{32,128}$/, "must be lowercase hex");
 
+/** Files one commit (a transaction) may carry. */
+export const MAX_COMMIT_FILES = 1000;
+
 /** Hashes per `dir.report` page: a page must apply in well under 100 ms on the directory. */
 export const REPORT_PAGE = 5_000;
 
@@ -57,7 +60,8 @@ export const dirSchemas = {
         }),
       )
       .min(1)
-      .max(10_000),
+      // A commit applies in one step of the directory's event loop, which must stay short.
+      .max(MAX_COMMIT_FILES, `at most ${MAX_COMMIT_FILES} files commit together`),
     session: sessionId.optional(),
   }),
   lookup: z.object({ path: remotePath }),

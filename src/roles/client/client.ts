@@ -1,4 +1,4 @@
-import type { CommitReply, FileInfo, HelloReply, ListEntry, StatusReply } from "../../protocol/directory.js";
+import { MAX_COMMIT_FILES, type CommitReply, type FileInfo, type HelloReply, type ListEntry, type StatusReply } from "../../protocol/directory.js";
 import { normalizePath } from "../../protocol/common.js";
 import { DfsError, toDfsError } from "../../protocol/errors.js";
 import { Link } from "../../transport/link.js";
@@ -219,6 +219,9 @@ export class DfsClient {
         throw new DfsError("CONFLICT", `a write in this transaction failed (${this.txnFailed.message}); nothing was committed`);
       }
       if (files.length === 0) return { versions: [] };
+      if (files.length > MAX_COMMIT_FILES) {
+        throw new DfsError("BAD_REQUEST", `a transaction commits at most ${MAX_COMMIT_FILES} files, this one has ${files.length}; nothing was committed`);
+      }
       for (const l of this.txnLeases.values()) if (l.lost) throw l.lost;
       for (const f of files) this.locks.held(f.path);
       return await this.commitFiles(files, true);

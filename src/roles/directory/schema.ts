@@ -161,6 +161,9 @@ export function applyRecord(db: Database, rec: DirRecord): void {
 }
 
 function applyCommit(db: Database, files: CommitFile[], mtime: number): void {
+  let newFiles = 0;
+  let bytes = 0;
+  let live = 0;
   for (const f of files) {
     const current = get(db, "SELECT version, chunks, size FROM files WHERE path=?", [f.path]);
     const version = current ? Number(current[0]) : 0;
@@ -172,10 +175,10 @@ function applyCommit(db: Database, files: CommitFile[], mtime: number): void {
     for (const h of new Set(f.chunks)) {
       if (get(db, "SELECT 1 FROM chunks WHERE hash=?", [h]) === undefined) throw new DfsError("CONFLICT", `chunk ${h.slice(0, 12)} of ${f.path} is not stored`);
     }
-    if (current) adjustRefs(db, JSON.parse(String(current[1])) as string[], -1);
-    adjustRefs(db, f.chunks, +1);
-    addMeta(db, "files", current ? 0 : 1);
-    addMeta(db, "bytes", f.size - (current ? Number(current[2]) : 0));
+    if (current) live += adjustRefs(db, JSON.parse(String(current[1])) as string[], -1);
+    live += adjustRefs(db, f.chunks, +1);
+    if (!current) newFiles++;
+    bytes += f.size - (current ? Number(current[2]) : 0);
     run(db,
       `INSERT INTO files(path, version, size, sha256, chunks, mtime) VALUES(?,?,?,?,?,?)
        ON CONFLICT(path) DO UPDATE SET version=excluded.version, size=excluded.size, sha256=excluded.sha256,
@@ -183,12 +186,15 @@ function applyCommit(db: Database, files: CommitFile[], mtime: number): void {
       [f.path, version + 1, f.size, f.sha256, JSON.stringify(f.chunks), mtime],
     );
   }
+  addMeta(db, "files", newFiles);
+  addMeta(db, "bytes", bytes);
+  addMeta(db, "chunks", live);
 }
 
 function applyRemove(db: Database, path: string): void {
   const found = get(db, "SELECT chunks, size FROM files WHERE path=?", [path]);
   if (!found) throw new DfsError("NOT_FOUND", `no such file: ${path}`);
-  adjustRefs(db, JSON.parse(String(found[0])) as string[], -1);
+  addMeta(db, "chunks", adjustRefs(db, JSON.parse(String(found[0])) as string[], -1));
   addMeta(db, "files", -1);
   addMeta(db, "bytes", -Number(found[1]));
   run(db, "DELETE FROM files WHERE path=?", [path]);
@@ -204,8 +210,8 @@ function applyMove(db: Database, from: string, to: string): void {
   run(db, "UPDATE files SET path=? WHERE path=?", [to, from]);
 }
 
-/** Counts chunk references up or down; a chunk going from 0 to 1 reference or back changes the live count. */
-function adjustRefs(db: Database, hashes: string[], delta: number): void {
+/** Counts chunk references up or down; returns how the count of referenced chunks changed. */
+function adjustRefs(db: Database, hashes: string[], delta: number): number {
   let live = 0;
   for (const h of hashes) {
     const before = get(db, "SELECT refs FROM chunks WHERE hash=?", [h]);
@@ -217,7 +223,7 @@ function adjustRefs(db: Database, hashes: string[], delta: number): void {
     if (refs === 0 && after > 0) live++;
     else if (refs > 0 && after === 0) live--;
   }
-  addMeta(db, "chunks", live);
+  return live;
 }
 
 /** The directory's records and tables, as the store, the checkpointer and recovery apply them. */

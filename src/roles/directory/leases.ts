@@ -56,9 +56,13 @@ export class Leases {
     return durable.then(() => ({ token, expiresAt: expires }));
   }
 
-  unlease(path: string, token: number): Promise<void> {
-    if (get(this.db, "SELECT 1 FROM leases WHERE path=? AND token=?", [path, token]) === undefined) return Promise.resolve();
-    return this.commit({ op: "unlease", path, token }).durable;
+  /**
+   * Forgets a lease at once, without waiting for the disk: should the record be lost in a crash, the lease
+   * only comes back until it would have expired, fencing the path longer, never less.
+   */
+  unlease(path: string, token: number): void {
+    if (get(this.db, "SELECT 1 FROM leases WHERE path=? AND token=?", [path, token]) === undefined) return;
+    this.commit({ op: "unlease", path, token });
   }
 
   /** Leases still running, for a lock service that lost its own state in a restart. */

@@ -67,7 +67,8 @@ export class History {
     // A rename leaves at its new name whatever the old name held then; destinations are never renamed again.
     for (const op of renames) {
       const values = [...this.candidates(op.from!, op.start, op.end)].filter((v) => v !== ABSENT);
-      this.change(op.to!, values, op.start, op.end, op, [op]);
+      // The old name's recent changes go with it as evidence: they say what the new name may hold.
+      this.change(op.to!, values, op.start, op.end, op, [op, ...this.relevant(op.from!, op.end, 4).flatMap((m) => m.ops)]);
     }
   }
 

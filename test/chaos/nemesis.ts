@@ -6,8 +6,8 @@ export type Role = "directory" | "lock" | "storage";
 
 export interface NemesisInit {
   seed: number;
-  /** Roles that may be killed. */
-  roles: Role[];
+  /** Roles that may be killed, with their odds. */
+  roles: Partial<Record<Role, number>>;
   storage: number;
   /** Pause between the start of one fault and the next, ms. */
   gapMs: [number, number];
@@ -51,7 +51,7 @@ export class Nemesis {
     while (!this.stopped) {
       // Drawn whatever happens next, so that the stream of decisions stays the same from run to run.
       const gap = this.rng.int(...this.init.gapMs);
-      const role = this.rng.pick(this.init.roles);
+      const role = this.rng.weighted(this.init.roles);
       const storage = this.rng.int(0, this.init.storage - 1);
       const downMs = this.rng.int(...this.init.downMs);
       await new Promise<void>((resolve) => {

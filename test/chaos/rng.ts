@@ -37,8 +37,9 @@ export class Rng {
   }
 
   /** One of the keys of `weights`, with probability proportional to its weight. */
-  weighted<K extends string>(weights: Record<K, number>): K {
+  weighted<K extends string>(weights: Partial<Record<K, number>>): K {
     const entries = Object.entries(weights) as [K, number][];
+    if (entries.length === 0) throw new Error("weighted pick from no choices");
     let r = this.next() * entries.reduce((s, [, w]) => s + w, 0);
     for (const [k, w] of entries) {
       r -= w;

@@ -40,6 +40,8 @@ export interface ChaosResult {
 }
 
 const SETTLE_MS = 120_000;
+/** How often each role is the scheduler's victim: storage most, the directory (which stops everything) less. */
+const ODDS = { storage: 5, directory: 3, lock: 2 };
 
 /** One seeded chaos run on a fresh cluster: work under faults, heal, verify, check. */
 export async function runChaos(t: TestContext, opts: ChaosOptions): Promise<ChaosResult> {
@@ -52,10 +54,12 @@ export async function runChaos(t: TestContext, opts: ChaosOptions): Promise<Chao
   const remote = (name: string, l = ledger) =>
     new Remote(t, { name, directoryUrl: () => cluster.dirUrl, certs: cluster.certs, root: cluster.root, ledger: l, deadlineMs: opts.deadlineMs ?? 90_000 });
   const workers = Array.from({ length: opts.clients ?? 4 }, (_, i) => new Worker(opts.seed, i, remote(`c${i}`), ledger));
+  const roles = opts.roles ?? ["directory", "lock", "storage"];
   const nemesis = new Nemesis(cluster, ledger, {
-    seed: opts.seed, roles: opts.roles ?? ["directory", "lock", "storage"], storage, gapMs: [1000, 6000], downMs: [300, 5000],
+    seed: opts.seed, roles: Object.fromEntries(roles.map((r) => [r, ODDS[r]])), storage, gapMs: [2000, 8000], downMs: [300, 4000],
   });
 
+  await Promise.all(workers.map((w) => w.connect()));
   const until = Date.now() + opts.durationMs;
   nemesis.start();
   const working = Promise.all(workers.map((w) => w.run(() => Date.now() > until)));

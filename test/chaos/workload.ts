@@ -1,5 +1,6 @@
 import type { Content } from "./content.js";
-import type { Ledger, Op } from "./ledger.js";
+import type { DriverCall } from "./driver.js";
+import type { Ledger, Op, OpFields } from "./ledger.js";
 import type { Remote } from "./remote.js";
 import { Rng } from "./rng.js";
 
@@ -29,6 +30,8 @@ export class Worker {
   private moved = 0;
   private readonly mine: string[];
   private readonly movedTo: string[] = [];
+  /** Whether a call of the current action ended with an unknown outcome. */
+  private troubled = false;
 
   constructor(
     private readonly seed: number,
@@ -41,19 +44,31 @@ export class Worker {
   }
 
   /** Runs actions until `stop()` says so; a call that ends badly is in the ledger, never thrown. */
+  /** Starts the client process and waits for its first link to the directory. */
+  async connect(): Promise<void> {
+    await this.call({ op: "connect" });
+  }
+
   async run(stop: () => boolean): Promise<void> {
-    await this.remote.call({ op: "connect" });
     while (!stop()) {
+      this.troubled = false;
       await this.act(this.rng.weighted(ACTIONS));
-      await sleep(this.rng.int(0, 150));
+      // A client whose node is down backs off a little instead of spinning; no draw depends on it.
+      await sleep(this.rng.int(0, 150) + (this.troubled ? 500 : 0));
     }
+  }
+
+  private async call(req: DriverCall, fields: OpFields = {}): Promise<Op> {
+    const op = await this.remote.call(req, fields);
+    if (op.status === "indet" || op.status === "hung") this.troubled = true;
+    return op;
   }
 
   /** After the cluster healed: one plain write, which must succeed within `withinMs`. */
   async probe(withinMs: number): Promise<Op> {
     const deadline = Date.now() + withinMs;
     for (;;) {
-      const op = await this.remote.call({ op: "write", path: `/c${this.index}/probe`, content: this.fresh() }, { probe: true });
+      const op = await this.call({ op: "write", path: `/c${this.index}/probe`, content: this.fresh() }, { probe: true });
       if (op.status === "ok" || Date.now() > deadline) return op;
       await sleep(2000);
     }
@@ -61,6 +76,11 @@ export class Worker {
 
   close(): Promise<void> {
     return this.remote.close();
+  }
+
+  /** Half the time the first shared path: a hot lock keeps writers queued behind each other. */
+  private shared(): string {
+    return this.rng.chance(0.5) ? SHARED[0]! : this.rng.pick(SHARED);
   }
 
   private fresh(): Content {
@@ -82,21 +102,21 @@ export class Worker {
     const r = this.rng;
     switch (action) {
       case "writePrivate":
-        return void (await this.remote.call({ op: "write", path: r.pick(this.mine), content: this.content() }));
+        return void (await this.call({ op: "write", path: r.pick(this.mine), content: this.content() }));
       case "writeShared":
-        return void (await this.remote.call({ op: "write", path: r.pick(SHARED), content: this.content() }));
+        return void (await this.call({ op: "write", path: this.shared(), content: this.content() }));
       case "read": {
         const where = r.next();
-        const path = where < 0.4 ? r.pick(this.mine) : where < 0.85 || this.movedTo.length === 0 ? r.pick(SHARED) : r.pick(this.movedTo);
-        return void (await this.remote.call({ op: "read", path }));
+        const path = where < 0.4 ? r.pick(this.mine) : where < 0.85 || this.movedTo.length === 0 ? this.shared() : r.pick(this.movedTo);
+        return void (await this.call({ op: "read", path }));
       }
       case "rmPrivate":
-        return void (await this.remote.call({ op: "rm", path: r.pick(this.mine) }));
+        return void (await this.call({ op: "rm", path: r.pick(this.mine) }));
       case "rmShared":
-        return void (await this.remote.call({ op: "rm", path: r.pick(SHARED) }));
+        return void (await this.call({ op: "rm", path: this.shared() }));
       case "mvPrivate":
       case "mvShared":
-        return this.move(action === "mvPrivate" ? r.pick(this.mine) : r.pick(SHARED));
+        return this.move(action === "mvPrivate" ? r.pick(this.mine) : this.shared());
       case "txn":
         return this.transaction();
       case "lockSection":
@@ -108,7 +128,7 @@ export class Worker {
   private async move(from: string): Promise<void> {
     const to = `/c${this.index}/mv${++this.moved}`;
     this.movedTo.push(to);
-    await this.remote.call({ op: "mv", from, to });
+    await this.call({ op: "mv", from, to });
   }
 
   /** begin; 2-3 writes (private, sometimes one shared); commit, or now and then abort. */
@@ -117,33 +137,33 @@ export class Worker {
     const r = this.rng;
     const txn = ++serial;
     const paths = [...this.mine].sort(() => r.next() - 0.5).slice(0, r.int(2, 3));
-    if (r.chance(0.25)) paths[0] = r.pick(SHARED);
+    if (r.chance(0.25)) paths[0] = this.shared();
     // Fresh bytes only: the checker tells a transaction's files by their content.
     const contents = paths.map(() => this.fresh());
     const commit = r.chance(0.85);
-    await this.remote.call({ op: "begin" }, { txn });
-    for (const [i, path] of paths.entries()) await this.remote.call({ op: "write", path, content: contents[i]! }, { txn });
-    await this.remote.call(commit ? { op: "commit" } : { op: "abort" }, { txn });
+    await this.call({ op: "begin" }, { txn });
+    for (const [i, path] of paths.entries()) await this.call({ op: "write", path, content: contents[i]! }, { txn });
+    await this.call(commit ? { op: "commit" } : { op: "abort" }, { txn });
   }
 
   /** lock; write; read back (must be our write); sometimes rm; unlock. */
   private async lockSection(): Promise<void> {
     const r = this.rng;
     const section = ++serial;
-    const path = r.chance(0.9) ? r.pick(SHARED) : r.pick(this.mine);
+    const path = r.chance(0.9) ? this.shared() : r.pick(this.mine);
     const waitMs = r.int(0, 4000);
     const content = this.content();
     const pause = r.int(0, 1000);
     const rm = r.chance(0.15);
-    const granted = await this.remote.call({ op: "lock", path, waitMs }, { section });
+    const granted = await this.call({ op: "lock", path, waitMs }, { section });
     if (granted.status !== "ok") return;
     try {
-      await this.remote.call({ op: "write", path, content }, { section });
+      await this.call({ op: "write", path, content }, { section });
       await sleep(pause);
-      await this.remote.call({ op: "read", path }, { section });
-      if (rm) await this.remote.call({ op: "rm", path }, { section });
+      await this.call({ op: "read", path }, { section });
+      if (rm) await this.call({ op: "rm", path }, { section });
     } finally {
-      await this.remote.call({ op: "unlock", path }, { section });
+      await this.call({ op: "unlock", path }, { section });
     }
   }
 }

@@ -72,6 +72,9 @@ export class Ledger {
   private readonly shaOf = new Map<string, string>();
   private readonly idOfSha = new Map<string, string>();
 
+  /** @param log where kills and restarts are told as they happen */
+  constructor(private readonly log: (line: string) => void = () => {}) {}
+
   now(): number {
     return Math.round((performance.now() - this.t0) * 10) / 10;
   }
@@ -125,7 +128,9 @@ export class Ledger {
   }
 
   fault(action: FaultEvent["action"], target: string, detail?: string): void {
-    this.faults.push({ at: this.now(), action, target, ...(detail ? { detail } : {}) });
+    const f: FaultEvent = { at: this.now(), action, target, ...(detail ? { detail } : {}) };
+    this.faults.push(f);
+    this.log(faultLine(f));
   }
 
   clientExited(client: string, code: number | null, stderr: string): void {
@@ -144,4 +149,8 @@ export function opLine(op: Op): string {
   const shown: Record<string, unknown> = { ...rest, start: (op.start / 1000).toFixed(3), end: Number.isFinite(op.end) ? (op.end / 1000).toFixed(3) : "never" };
   if (result) shown.result = result.status ? "(status)" : result;
   return JSON.stringify(shown);
+}
+
+export function faultLine(f: FaultEvent): string {
+  return `${(f.at / 1000).toFixed(3)}s ${f.action} ${f.target}${f.detail ? ` ${f.detail.split("\n")[0]}` : ""}`;
 }

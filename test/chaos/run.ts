@@ -4,7 +4,7 @@ import type { TestContext } from "node:test";
 import type { StatusReply } from "../../src/protocol/directory.js";
 import { Cluster } from "../helpers/cluster.js";
 import { check, type Finding, type FinalRead } from "./checker.js";
-import { Ledger, opLine, type Op } from "./ledger.js";
+import { faultLine, Ledger, opLine, type Op } from "./ledger.js";
 import { valueOf } from "./model.js";
 import { Nemesis, type Role } from "./nemesis.js";
 import { Remote } from "./remote.js";
@@ -47,7 +47,7 @@ const ODDS = { storage: 5, directory: 3, lock: 2 };
 export async function runChaos(t: TestContext, opts: ChaosOptions): Promise<ChaosResult> {
   const log = opts.log ?? (() => {});
   const storage = opts.storage ?? 4;
-  const ledger = new Ledger();
+  const ledger = new Ledger(log);
   const cluster = await new Cluster(t, {
     storage, deadAfter: 2, replicas: 2, directoryArgs: ["--chunk-size", "16384", "--orphan-grace", "2"],
   }).start();
@@ -166,7 +166,7 @@ function summarize(seed: number, ledger: Ledger, nemesis: Nemesis, findings: Fin
   for (const op of hung) report.push(`HUNG ${opLine(op)}`);
   if (findings.length > 0 || hung.length > 0) {
     report.push("faults:");
-    for (const f of ledger.faults) report.push(`  ${(f.at / 1000).toFixed(3)}s ${f.action} ${f.target}${f.detail ? ` ${f.detail.split("\n")[0]}` : ""}`);
+    for (const f of ledger.faults) report.push(`  ${faultLine(f)}`);
   }
   return { seed, counts, lost, violations, findings, kills: { ...k }, errors, report };
 }

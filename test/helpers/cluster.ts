@@ -102,7 +102,16 @@ export interface DfsExec {
 
 export function spawnDfs(t: TestContext, args: string[], opts: DfsExec = {}): Proc {
   const { cmd, pre } = opts.bin ? { cmd: opts.bin, pre: [] } : dfsCommand();
-  const child = spawn(cmd, [...pre, ...args], {
+  return spawnTracked(t, cmd, [...pre, ...args], args, opts);
+}
+
+/** Runs a TypeScript file of this repository (e.g. a test's helper program) as a child, cleaned up like a dfs node. */
+export function spawnScript(t: TestContext, script: string, args: string[], opts: Omit<DfsExec, "bin"> = {}): Proc {
+  return spawnTracked(t, process.execPath, ["--import", import.meta.resolve("tsx"), path.resolve(ROOT, script), ...args], [script, ...args], opts);
+}
+
+function spawnTracked(t: TestContext, cmd: string, argv: string[], args: string[], opts: DfsExec): Proc {
+  const child = spawn(cmd, argv, {
     cwd: opts.cwd ?? ROOT,
     env: { ...(opts.inheritEnv === false ? {} : process.env), DFS_LOG_LEVEL: process.env.DFS_LOG_LEVEL ?? "info", ...opts.env },
     stdio: ["pipe", "pipe", "pipe"],
@@ -154,16 +163,19 @@ export class Cluster {
     this.certs = path.join(this.root, "certs");
   }
 
+  /** The address of the last directory that listened (one that failed to start again has none of its own). */
   get dirUrl(): string {
-    return this.directory.url;
+    return this.directory.url || this.lastDirUrl;
   }
+
+  private lastDirUrl = "";
 
   async startDirectory(port = 0): Promise<void> {
     this.directory = spawnDfs(this.t, [
       "--role", "directory", "--port", String(port), "--data", path.join(this.root, "directory"), "--certs", this.certs,
       "--dead-after", String(this.opts.deadAfter ?? 3), "--replicas", String(this.opts.replicas ?? 2), ...(this.opts.directoryArgs ?? []),
     ], this.opts.exec);
-    await this.directory.listening();
+    this.lastDirUrl = await this.directory.listening();
   }
 
   async startLock(): Promise<void> {

@@ -89,7 +89,6 @@ export const dirSchemas = {
 
 export type RegisterBody = z.output<typeof dirSchemas.register>;
 export type ReportBody = z.output<typeof dirSchemas.report>;
-export type HeartbeatBody = z.output<typeof dirSchemas.heartbeat>;
 export type PlaceBody = z.output<typeof dirSchemas.place>;
 export type StoredBody = z.output<typeof dirSchemas.stored>;
 export type CommitBody = z.output<typeof dirSchemas.commit>;

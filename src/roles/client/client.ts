@@ -206,10 +206,6 @@ export class DfsClient {
     this.txnFailed = undefined;
   }
 
-  get inTransaction(): boolean {
-    return this.txn !== undefined;
-  }
-
   /** Commits every write since begin in one directory transaction, each checked against the version it started from. */
   async commit(): Promise<CommitReply> {
     const files = this.txn;

@@ -138,3 +138,21 @@ test("a token the lock service never issued is refused and fences nothing", asyn
   assert.equal(again.code, 0, again.stderr);
   assert.equal((await c.client(["cat", "/t"])).stdout, "two");
 });
+
+test("a lock released while the directory was down stays released when the directory comes back", async (t) => {
+  const c = await startCluster(t, { storage: 1 });
+  const work = tmpDir(t);
+  // A long lease: were it taken back from the directory, it would outlast the test.
+  const mk = (n: string) => new DfsClient({ directoryUrl: c.dirUrl, tls: loadCerts(c.certs, "client"), cacheDir: path.join(work, n), log: logger(n), lockTtlMs: 120_000 });
+  const [a, b] = [mk("a"), mk("b")];
+  t.after(() => Promise.all([a.close(), b.close()]));
+  await a.lock("/r");
+  const port = Number(new URL(c.dirUrl).port);
+  await c.directory.kill("SIGKILL");
+  await a.unlock("/r"); // the lock service lets go; it cannot tell the directory yet
+  await c.startDirectory(port);
+  await lockUrl(c);
+  // The lock service tells the directory once it is back, instead of taking the lease back from it.
+  const lease = await waitFor(() => b.lock("/r"), "the lock free for another client", 8000);
+  assert.ok(lease.token > 0);
+});

@@ -177,6 +177,7 @@ function keepLogs(dir: string, ledger: Ledger, nemesis: Nemesis, result: ChaosRe
   fs.writeFileSync(path.join(out, "ledger.jsonl"), ledger.ops.map(opLine).join("\n") + "\n");
   fs.writeFileSync(path.join(out, "faults.jsonl"), [...ledger.faults, ...ledger.losses].map((f) => JSON.stringify(f)).join("\n") + "\n");
   fs.writeFileSync(path.join(out, "report.txt"), result.report.join("\n") + "\n");
+  for (const e of ledger.exits) fs.writeFileSync(path.join(out, `client-${e.client}.stderr`), e.stderr);
   for (const [name, p] of nemesis.processes()) fs.writeFileSync(path.join(out, `${name}.log`), p.stderr);
 }
 

@@ -76,7 +76,9 @@ export async function upload(
       const hash = createHash("sha256").update(data).digest("hex");
       chunks.push(hash);
       size += data.length;
-      inflight.push(storeChunk(ctx, hash, data).then(() => onProgress?.(data.length)));
+      const stored = storeChunk(ctx, hash, data).then(() => onProgress?.(data.length));
+      stored.catch(() => {}); // Observed below, in order; this only keeps an early failure from being unhandled.
+      inflight.push(stored);
       if (inflight.length >= ctx.window) await inflight.shift();
     }
     await Promise.all(inflight);

@@ -48,6 +48,8 @@ const LEASE_TIMEOUT_MS = 15_000;
  */
 export class LockTable {
   private readonly entries = new Map<string, Entry>();
+  /** Leases that ended here but that the directory has not yet been told of (it was unreachable): path -> token. */
+  private readonly ending = new Map<string, number>();
 
   constructor(private readonly c: { log: Logger; directory: Upstream }) {}
 
@@ -123,7 +125,10 @@ export class LockTable {
    * Takes the directory's view after (re)registering: leases it holds that this table lacks are restored
    * (their holders renew them by session), and local holders the directory does not know are gone.
    */
-  restore(leases: LeaseInfo[], directoryNow: number): void {
+  restore(all: LeaseInfo[], directoryNow: number): void {
+    // A lease this table already let go of stays gone: the directory is told again instead.
+    const leases = all.filter((l) => this.ending.get(l.path) !== l.token);
+    for (const [path, token] of this.ending) void this.unlease(path, token);
     const byPath = new Map(leases.map((l) => [l.path, l]));
     for (const [path, e] of this.entries) {
       if (e.holder && byPath.get(path)?.token !== e.holder.token) {
@@ -160,6 +165,7 @@ export class LockTable {
           throw new DfsError("UNAVAILABLE", `the lock service lost track of ${path} while granting it; try again`);
         }
         entry.granting = undefined;
+        this.ending.delete(path); // the new lease replaced whatever the directory still had
         const h: Holder = {
           token: reply.token, session: who.session, cert: who.peer.name, owner: who.owner, peer: who.peer,
           expiresAt: 0, timer: undefined as unknown as NodeJS.Timeout,
@@ -203,9 +209,10 @@ export class LockTable {
   }
 
   private unlease(path: string, token: number): Promise<void> {
+    this.ending.set(path, token);
     return this.c.directory.request("dir.unlease", { path, token }, { timeoutMs: LEASE_TIMEOUT_MS }).then(
-      () => undefined,
-      // The directory lets the lease run out by itself; until then the path stays fenced, never less.
+      () => void (this.ending.get(path) === token && this.ending.delete(path)),
+      // Told again when the link to the directory is back; meanwhile the path stays fenced, never less.
       (err) => this.c.log.warn("could not tell the directory a lease ended", { path, token, err: toDfsError(err).message }),
     );
   }

@@ -121,6 +121,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
       closers.push(() => link.close(), () => pool.close(), () => s.close());
       warnWhileDown(link, storeLog, directoryUrl);
     }
+    router.ready();
   } catch (err) {
     await server.close();
     for (const c of closers.reverse()) await c().catch(() => {});

@@ -3,7 +3,6 @@ import { createHash, randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import test from "node:test";
-import { initCerts } from "../src/certs/index.js";
 import type { FileInfo } from "../src/protocol/directory.js";
 import { Cluster, spawnDfs, startCluster, tmpDir, waitFor } from "./helpers/cluster.js";
 

@@ -6,7 +6,7 @@ import CRC32 from "crc-32";
 import { DfsError } from "../src/protocol/errors.js";
 import { encodeRecord, fileHeader, scanJournal } from "../src/roles/directory/journal-format.js";
 import { waitFor } from "./helpers/cluster.js";
-import { capture, count, get, journals, open, refused, tempDir, type Rec } from "./helpers/meta.js";
+import { capture, count, get, journals, open, refused, tempDir } from "./helpers/meta.js";
 
 const records = (file: string) => scanJournal(fs.readFileSync(file)).records.length;
 

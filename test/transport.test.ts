@@ -20,6 +20,7 @@ async function setup(t: TestContext, handlers: Record<string, Handler>, opts: { 
   await initCerts({ dir: certs });
   const router = new Router();
   router.add(new Actor({ name: "t", prefix: "t.", concurrency: opts.concurrency ?? 1, capacity: opts.capacity, handlers }));
+  router.ready();
   const server = await listen({ host: "127.0.0.1", port: 0, tls: loadCerts(certs, "directory"), router, log });
   t.after(() => server.close());
   const client = await connect(server.url, { tls: loadCerts(certs, "client"), log });
@@ -71,6 +72,9 @@ test("handler errors come back typed; bad types, shapes and roles are refused", 
   await assert.rejects(client.request("t.crash", {}), { code: "INTERNAL" });
   await assert.rejects(client.request("t.nothing", {}), { code: "BAD_REQUEST" });
   await assert.rejects(client.request("other.x", {}), { code: "BAD_REQUEST" });
+  // Before a node's roles are all in, the same message may be for one still starting.
+  const starting = new Router();
+  await assert.rejects(starting.dispatch("other.x", {}, client), { code: "UNAVAILABLE" });
   await assert.rejects(client.request("t.shape", { n: "1" }), { code: "BAD_REQUEST" });
   assert.equal(await client.request("t.shape", { n: 1 }), "ok");
   await assert.rejects(client.request("t.storageOnly", {}), { code: "FORBIDDEN" });

@@ -1,8 +1,7 @@
-import type { Peer, RequestOptions } from "../transport/actor.js";
+import type { RequestOptions } from "../transport/actor.js";
 
 /** A node's persistent link to the directory, as roles see it. */
 export interface Upstream {
-  readonly up: Peer | undefined;
   request<T = unknown>(type: string, body: unknown, opts?: RequestOptions): Promise<T>;
   tell(type: string, body: unknown): Promise<void>;
 }

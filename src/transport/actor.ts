@@ -107,13 +107,21 @@ export class Actor {
 /** Routes incoming messages to the actor owning the type's prefix; one port can host several roles. */
 export class Router {
   private readonly actors: Actor[] = [];
+  /** Until every role is added, a message for none of them may be for one still starting. */
+  private complete = false;
 
   add(actor: Actor): void {
     this.actors.push(actor);
   }
 
+  /** Every role of the node is in: from now on, a type no actor owns is unknown. */
+  ready(): void {
+    this.complete = true;
+  }
+
   dispatch(type: string, body: unknown, peer: Peer): Promise<unknown> {
     for (const a of this.actors) if (type.startsWith(a.init.prefix)) return a.post(type, body, peer);
+    if (!this.complete) return Promise.reject(new DfsError("UNAVAILABLE", "node is starting; try again shortly"));
     return Promise.reject(new DfsError("BAD_REQUEST", `unknown message type ${JSON.stringify(type)}`));
   }
 

@@ -52,6 +52,16 @@ function grants(all: Section[]): Grant[] {
   return out;
 }
 
+/**
+ * A token granted again is the same lease taken up again, not a second grant, only when it goes to the same
+ * client for the same path and no acknowledged unlock of that path by the client came in between (a failed
+ * unlock leaves the lease running until it ends, and asking again returns it).
+ */
+function stillHeld(ledger: Ledger, first: Grant, again: Grant): boolean {
+  if (first.client !== again.client || first.path !== again.path) return false;
+  return !ledger.ops.some((o) => o.op === "unlock" && o.status === "ok" && o.client === first.client && o.path === first.path && o.start > first.ack && o.end < again.op.start);
+}
+
 /** A call of the holder that relied on its lock: answered, and with the lease not reported lost. */
 const relied = (op: Op) =>
   op.op !== "unlock" && op.lease !== undefined && !op.lease.lost && (op.status === "ok" || (op.status === "fail" && op.code === "NOT_FOUND"));
@@ -69,7 +79,7 @@ export function checkLocks(ledger: Ledger, h: History): Finding[] {
   const byToken = new Map<number, Grant[]>();
   for (const g of given) byToken.set(g.token, [...(byToken.get(g.token) ?? []), g]);
   for (const [token, gs] of byToken) {
-    if (gs.length < 2) continue;
+    if (gs.length < 2 || !gs.some((g, i) => i > 0 && !stillHeld(ledger, gs[i - 1]!, g))) continue;
     out.push({ lost: false, kind: "double-grant", message: `token ${token} was granted ${gs.length} times: ${gs.map((g) => `${g.client} on ${g.path}`).join(", ")}`, ops: gs.map((g) => g.op) });
   }
 

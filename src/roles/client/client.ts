@@ -1,12 +1,14 @@
 import { MAX_COMMIT_FILES, type CommitReply, type FileInfo, type HelloReply, type ListEntry, type StatusReply } from "../../protocol/directory.js";
 import { normalizePath } from "../../protocol/common.js";
 import { DfsError, toDfsError } from "../../protocol/errors.js";
+import type { RequestOptions } from "../../transport/actor.js";
 import { Link } from "../../transport/link.js";
 import { Pool } from "../../transport/pool.js";
 import type { TlsMaterial } from "../../transport/tls.js";
 import type { Logger } from "../../log.js";
 import { ChunkCache } from "./cache.js";
 import type { Lease } from "./lease.js";
+import type { Upstream } from "../upstream.js";
 import { LockManager } from "./locks.js";
 import { download, upload, type Source, type TransferCtx, type TransferStats, type Uploaded } from "./transfer.js";
 
@@ -32,6 +34,9 @@ interface Staged extends Uploaded {
   token: number;
   baseVersion: number;
 }
+
+/** Directory requests that change nothing (a placement only reserves a generation): asking again is harmless. */
+const SAFE_TO_REPEAT = new Set(["dir.lookup", "dir.list", "dir.status", "dir.hello", "dir.place"]);
 
 /** How often a write is tried again when chunks it uploaded were collected before its commit. */
 const REWRITES = 2;
@@ -69,9 +74,30 @@ export class DfsClient {
     await this.dirLink.ready({ failFast: true });
   }
 
+  /**
+   * A request to the directory. One that only reads (or only places) is asked again while the directory is
+   * unavailable (restarting), until its deadline; a change whose answer was lost with the connection is
+   * reported as of unknown outcome, never retried.
+   */
   private async dir<T>(type: string, body: unknown, timeoutMs = 30_000): Promise<T> {
-    await this.dirLink.ready({ failFast: true });
-    return this.dirLink.request<T>(type, body, { timeoutMs });
+    const deadline = Date.now() + timeoutMs;
+    for (let attempt = 0; ; attempt++) {
+      const peer = await this.dirLink.ready({ failFast: true, timeoutMs: Math.max(100, deadline - Date.now()) });
+      try {
+        return await peer.request<T>(type, body, { timeoutMs: Math.max(100, deadline - Date.now()) });
+      } catch (err) {
+        const e = toDfsError(err);
+        if (e.code !== "UNAVAILABLE") throw e;
+        if (!SAFE_TO_REPEAT.has(type)) {
+          if (!peer.closed) throw e;
+          throw new DfsError("UNAVAILABLE", `the directory went away before answering, so this change may or may not have been made (\`stat\` tells): ${e.message}`, {
+            cause: e, details: { outcome: "unknown" },
+          });
+        }
+        if (Date.now() >= deadline - 200) throw e;
+        await new Promise((r) => setTimeout(r, Math.min(1000, 100 * 2 ** attempt)));
+      }
+    }
   }
 
   private async config(): Promise<HelloReply> {
@@ -79,8 +105,14 @@ export class DfsClient {
     return this.hello;
   }
 
+  /** The directory as transfers see it: through `dir`, so that placements and lookups ride out a restart. */
+  private readonly directory: Upstream = {
+    request: <T>(type: string, body: unknown, opts?: RequestOptions) => this.dir<T>(type, body, opts?.timeoutMs),
+    tell: (type: string, body: unknown) => this.dirLink.tell(type, body),
+  };
+
   private ctx(): TransferCtx {
-    return { directory: this.dirLink, pool: this.pool, cache: this.cache, log: this.init.log, stats: this.stats, window: this.init.window ?? 4, avoid: this.avoid };
+    return { directory: this.directory, pool: this.pool, cache: this.cache, log: this.init.log, stats: this.stats, window: this.init.window ?? 4, avoid: this.avoid };
   }
 
   status(): Promise<StatusReply> {

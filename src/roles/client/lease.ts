@@ -37,17 +37,26 @@ export class Lease {
     return this._lost;
   }
 
-  async release(): Promise<void> {
-    if (this.released) return;
+  /** Releases the lock; false when the lock service could not be told (the lease then ends by itself). */
+  async release(): Promise<boolean> {
+    if (this.released) return true;
     this.released = true;
     clearTimeout(this.timer);
-    if (this._lost) return;
+    if (this._lost) return true;
     try {
       await this.lock.request("lock.release", { path: this.path, token: this.token, session: this.session }, { timeoutMs: 5000 });
+      return true;
     } catch (err) {
-      // The lock service frees it at lease end anyway; nothing is lost by failing here.
-      this.log.debug("release failed", { path: this.path, err: toDfsError(err).message });
+      const e = toDfsError(err);
+      this.log.debug("release failed", { path: this.path, err: e.message });
+      // Refused as stale: the lease is over already, which is what releasing wanted.
+      return e.code === "STALE_TOKEN";
     }
+  }
+
+  /** When the lease ends by itself, on this machine's clock. */
+  get endsAt(): string {
+    return iso(this.expiresAt);
   }
 
   private lose(why: string): void {

@@ -35,10 +35,6 @@ export class LockManager implements Upstream {
 
   constructor(private readonly init: LockManagerInit) {}
 
-  get up() {
-    return this.link?.up;
-  }
-
   /**
    * A request to the lock service. While it cannot be reached, asks the directory again where it is (it may
    * have come back at another address) and retries, until the request's own deadline.
@@ -118,7 +114,9 @@ export class LockManager implements Upstream {
     if (!lease) return false;
     this.explicit.delete(path);
     if (lease.lost) throw lease.lost;
-    await lease.release();
+    if (!(await lease.release())) {
+      throw new DfsError("UNAVAILABLE", `could not reach the lock service to release the lock on ${path}; its lease ends by itself at ${lease.endsAt}, and others can take it then`);
+    }
     return true;
   }
 

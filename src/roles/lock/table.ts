@@ -40,6 +40,8 @@ interface Entry {
 }
 
 const LEASE_TIMEOUT_MS = 15_000;
+const UNLEASE_TIMEOUT_MS = 3_000;
+const UNLEASE_RETRY_MS = 2_000;
 
 /**
  * The lock table. Every change is decided synchronously inside the serial mailbox; a grant reserves the path
@@ -50,6 +52,8 @@ export class LockTable {
   private readonly entries = new Map<string, Entry>();
   /** Leases that ended here but that the directory has not yet been told of (it was unreachable): path -> token. */
   private readonly ending = new Map<string, number>();
+  private retrying?: NodeJS.Timeout;
+  private closed = false;
 
   constructor(private readonly c: { log: Logger; directory: Upstream }) {}
 
@@ -148,6 +152,8 @@ export class LockTable {
   }
 
   close(): void {
+    this.closed = true;
+    clearTimeout(this.retrying);
     for (const e of this.entries.values()) {
       if (e.holder) clearTimeout(e.holder.timer);
       for (const w of e.waiters) clearTimeout(w.timer);
@@ -210,11 +216,24 @@ export class LockTable {
 
   private unlease(path: string, token: number): Promise<void> {
     this.ending.set(path, token);
-    return this.c.directory.request("dir.unlease", { path, token }, { timeoutMs: LEASE_TIMEOUT_MS }).then(
+    this.retryEnding();
+    // Short: a release is answered after this, and the lease is told again later if need be.
+    return this.c.directory.request("dir.unlease", { path, token }, { timeoutMs: UNLEASE_TIMEOUT_MS }).then(
       () => void (this.ending.get(path) === token && this.ending.delete(path)),
       // Told again when the link to the directory is back; meanwhile the path stays fenced, never less.
       (err) => this.c.log.warn("could not tell the directory a lease ended", { path, token, err: toDfsError(err).message }),
     );
+  }
+
+  /** While some ended leases are not yet known to the directory, tells it again now and then. */
+  private retryEnding(): void {
+    if (this.retrying || this.closed) return;
+    this.retrying = setTimeout(() => {
+      this.retrying = undefined;
+      if (this.ending.size === 0) return;
+      for (const [path, token] of this.ending) void this.unlease(path, token);
+    }, UNLEASE_RETRY_MS);
+    this.retrying.unref();
   }
 
   /** Grants the path to the first waiter still there; every waiter that is skipped gets an answer. */

@@ -156,3 +156,20 @@ test("a lock released while the directory was down stays released when the direc
   const lease = await waitFor(() => b.lock("/r"), "the lock free for another client", 8000);
   assert.ok(lease.token > 0);
 });
+
+test("a lock granted after waiting longer than a lease is held from the grant on, not lost at once", async (t) => {
+  const c = await startCluster(t, { storage: 2 });
+  const work = tmpDir(t);
+  const mk = (n: string) => new DfsClient({ directoryUrl: c.dirUrl, tls: loadCerts(c.certs, "client"), cacheDir: path.join(work, n), log: logger(n), lockTtlMs: 1000 });
+  const [a, b] = [mk("a"), mk("b")];
+  t.after(() => Promise.all([a.close(), b.close()]));
+  await a.lock("/q");
+  const waiting = b.lock("/q", { waitMs: 10_000 });
+  await new Promise((r) => setTimeout(r, 2500)); // the holder renews its 1 s lease meanwhile
+  await a.unlock("/q");
+  const lease = await waiting;
+  assert.equal(lease.lost, undefined, "held, although the wait outlasted a whole lease");
+  await b.write("/q", [Buffer.from("written under the waited-for lock")]);
+  assert.equal(lease.lost, undefined);
+  await b.unlock("/q");
+});

@@ -20,6 +20,8 @@ export const lockSchemas = {
 export interface LockGrant {
   path: string;
   token: number;
-  /** Epoch ms at which the lease ends unless renewed. */
+  /** Epoch ms at which the lease ends unless renewed, on the directory's clock (for people). */
   expiresAt: number;
+  /** How long the lease still runs as the lock service answers: what a holder times it by, free of clock skew. */
+  remainingMs: number;
 }

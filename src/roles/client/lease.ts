@@ -5,6 +5,14 @@ import type { Upstream } from "../upstream.js";
 
 const iso = (ms: number) => new Date(ms).toISOString();
 
+/** Margin for the answer's way back: the local end of a lease errs early, never late. */
+const REPLY_MARGIN_MS = 250;
+
+/** When a lease ends on this machine's clock, from how long the lock service said it still runs. */
+export function localEnd(g: LockGrant): number {
+  return Date.now() + g.remainingMs - REPLY_MARGIN_MS;
+}
+
 /**
  * A held write lock: renewed in the background until released. Once lost it stays lost, with a reason that
  * says what really happened: the lock service refused a renewal, could not be reached before the lease ended,
@@ -20,7 +28,7 @@ export class Lease {
     readonly path: string,
     readonly token: number,
     private readonly session: string,
-    /** On this machine's clock, from before the request that granted or renewed it. */
+    /** On this machine's clock (see localEnd). */
     public expiresAt: number,
     private readonly ttlMs: number,
     private readonly log: Logger,
@@ -66,6 +74,8 @@ export class Lease {
       details: { path: this.path, token: this.token, lostAt: Date.now() },
     });
     this.log.warn("lock lost", { path: this.path, token: this.token, why });
+    // Should the lock service still hold it for this session after all, it must not keep others out.
+    void this.lock.request("lock.release", { path: this.path, token: this.token, session: this.session }, { timeoutMs: 5000 }).catch(() => {});
     this.onLost(this);
   }
 
@@ -79,11 +89,9 @@ export class Lease {
     if (this.released || this.lost) return;
     try {
       const body = { path: this.path, token: this.token, session: this.session, ttlMs: this.ttlMs };
-      const sent = Date.now();
-      const left = this.expiresAt - sent;
-      await this.lock.request<LockGrant>("lock.renew", body, { timeoutMs: Math.max(100, Math.min(this.ttlMs / 3, left)) });
-      // Counted on this machine's clock from before the request: never later than the lock service's end.
-      if (!this._lost) this.expiresAt = sent + this.ttlMs;
+      const left = this.expiresAt - Date.now();
+      const g = await this.lock.request<LockGrant>("lock.renew", body, { timeoutMs: Math.max(100, Math.min(this.ttlMs / 3, left)) });
+      if (!this._lost) this.expiresAt = localEnd(g);
     } catch (err) {
       const e = toDfsError(err);
       if (e.code === "STALE_TOKEN" || e.code === "FORBIDDEN") {

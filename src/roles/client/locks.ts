@@ -8,7 +8,7 @@ import { Link } from "../../transport/link.js";
 import type { TlsMaterial } from "../../transport/tls.js";
 import type { Logger } from "../../log.js";
 import type { Upstream } from "../upstream.js";
-import { Lease } from "./lease.js";
+import { Lease, localEnd } from "./lease.js";
 
 export interface LockManagerInit {
   tls: TlsMaterial;
@@ -78,11 +78,9 @@ export class LockManager implements Upstream {
   async acquire(path: string, opts: { waitMs: number; explicit: boolean }): Promise<Lease> {
     const held = this.explicit.get(path);
     if (held && !held.lost) return held;
-    const sent = Date.now();
-    const g = await this.request<LockGrant>("lock.acquire", { path, ttlMs: this.init.ttlMs, waitMs: opts.waitMs, owner: lockOwner(), session: this.session }, {
-      timeoutMs: opts.waitMs + 15_000,
-    });
-    const lease = new Lease(this, path, g.token, this.session, sent + this.init.ttlMs, this.init.ttlMs, this.init.log, (l) => this.onLost(l));
+    const body = { path, ttlMs: this.init.ttlMs, waitMs: opts.waitMs, owner: lockOwner(), session: this.session };
+    const g = await this.request<LockGrant>("lock.acquire", body, { timeoutMs: opts.waitMs + 15_000 });
+    const lease = new Lease(this, path, g.token, this.session, localEnd(g), this.init.ttlMs, this.init.log, (l) => this.onLost(l));
     if (opts.explicit) {
       this.explicit.set(path, lease);
       this.lostLocks.delete(path);

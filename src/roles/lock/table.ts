@@ -60,12 +60,9 @@ export class LockTable {
   acquire(path: string, who: Claimant, waitMs: number): LockGrant | Promise<LockGrant> {
     const e = this.entries.get(path);
     const h = e?.holder;
-    // The holder asking again (its earlier answer was lost with its connection) gets its lease back.
-    if (h && h.session === who.session && (h.cert === "" || h.cert === who.peer.name)) {
-      h.peer = who.peer;
-      h.cert = who.peer.name;
-      return { path, token: h.token, expiresAt: h.expiresAt };
-    }
+    // The holder asking again (its earlier answer was lost with its connection) gets its lease back, renewed:
+    // it counts the lease from now.
+    if (h && h.session === who.session && (h.cert === "" || h.cert === who.peer.name)) return this.renew(path, h.token, who);
     if (!e || (!e.holder && !e.granting)) {
       const entry = e ?? { waiters: [] };
       this.entries.set(path, entry);
@@ -102,7 +99,7 @@ export class LockTable {
     if (this.entries.get(path)?.holder !== h) throw this.staleError(path, token);
     h.peer = who.peer;
     this.arm(path, h, sent + who.ttlMs);
-    return { path, token, expiresAt: reply.expiresAt };
+    return { path, token, expiresAt: reply.expiresAt, remainingMs: Math.max(0, h.expiresAt - Date.now()) };
   }
 
   /** Releases a lease for its holder; resolves once the directory forgot it, so the next command sees the path free. */
@@ -181,7 +178,7 @@ export class LockTable {
         this.arm(path, h, sent + who.ttlMs);
         this.c.log.debug("granted", { path, token: h.token, holder: who.owner || who.peer.name });
         if (who.peer.closed) void this.free(path, true);
-        return { path, token: h.token, expiresAt: reply.expiresAt };
+        return { path, token: h.token, expiresAt: reply.expiresAt, remainingMs: Math.max(0, h.expiresAt - Date.now()) };
       },
       (err) => {
         if (entry.granting === who) entry.granting = undefined;

@@ -98,10 +98,13 @@ export function checkLocks(ledger: Ledger, h: History): Finding[] {
 
   for (const s of all) {
     const leaning = s.ops.filter(relied);
+    /** Holder calls already shown to have followed someone else's change: their read-back says nothing new. */
+    const explained = new Set<Op>();
     for (const m of h.of(s.path)) {
       if (!m.acked || m.client === s.client || m.start <= s.grant.end) continue;
       const after = leaning.find((x) => x.end > m.end);
       if (!after) continue;
+      explained.add(after);
       const first = m.ops[0]!;
       const unlocked = (first.op === "rm" || first.op === "mv") && !first.lease;
       out.push({
@@ -111,7 +114,7 @@ export function checkLocks(ledger: Ledger, h: History): Finding[] {
         ops: [s.grant, ...m.ops, after],
       });
     }
-    out.push(...readBack(ledger, h, s));
+    out.push(...readBack(ledger, h, s).filter((f) => !explained.has(f.ops.at(-1)!)));
   }
   return out;
 }

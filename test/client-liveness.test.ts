@@ -3,6 +3,9 @@ import { createHash, randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import test from "node:test";
+import { loadCerts } from "../src/certs/index.js";
+import { DfsClient } from "../src/roles/client.js";
+import { logger } from "../src/log.js";
 import { spawnDfs, startCluster, tmpDir, waitFor } from "./helpers/cluster.js";
 
 const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
@@ -67,4 +70,18 @@ test("a lock lost while the session was paused stays lost until `lock` is run ag
   a.child.stdin!.end("exit\n");
   await a.exited;
   assert.equal((await c.client(["cat", "/p"])).stdout, "from the paused session");
+});
+
+test("a write right after the directory restarts waits for the storage nodes to reconnect instead of failing", async (t) => {
+  const c = await startCluster(t, { storage: 2 });
+  const work = tmpDir(t);
+  const client = new DfsClient({ directoryUrl: c.dirUrl, tls: loadCerts(c.certs, "client"), cacheDir: path.join(work, "cache"), log: logger("client") });
+  t.after(() => client.close());
+  await client.write("/before", [Buffer.from("one")]);
+  const port = Number(new URL(c.dirUrl).port);
+  await c.directory.kill("SIGKILL");
+  await c.startDirectory(port);
+  // The nodes are "suspect" until they re-register; the placement waits for them.
+  const r = await client.write("/after", [randomBytes(1000)]);
+  assert.equal(r.version, 1);
 });

@@ -102,3 +102,18 @@ test("the scrubber finds a corrupt chunk on disk, drops it, and the chunk is cop
     return !copies.includes(false) && copies.length >= 2 && reps.length === 2;
   }, "corrupt copy replaced by a good one", 40_000, 300);
 });
+
+test("a directory restart copies nothing: its nodes get their dead-after period to reconnect", async (t) => {
+  const c = await startCluster(t, { storage: 3, deadAfter: 5, directoryArgs: ["--chunk-size", "65536"] });
+  const work = tmpDir(t);
+  fs.writeFileSync(path.join(work, "f"), randomBytes(8 * 65536));
+  assert.equal((await c.client(["write", "/f", "f"], { cwd: work })).code, 0);
+  const port = Number(new URL(c.dirUrl).port);
+  await c.directory.kill("SIGKILL");
+  await c.startDirectory(port);
+  await c.waitUp(3);
+  // Long enough for the scans that the nodes' returns start (and the periodic one) to have run.
+  await waitFor(async () => (await c.status()).scannedAt !== null, "a scan after the restart");
+  assert.doesNotMatch(c.directory.stderr, /repair copy/, "no chunk was copied because of the restart");
+  assert.equal((await c.status()).underReplicated, 0);
+});

@@ -29,6 +29,9 @@ export interface TransferCtx {
 /** What a write reads from. */
 export type Source = AsyncIterable<Uint8Array> | Iterable<Uint8Array>;
 
+/** How long a placement waits for storage nodes that are reconnecting (to a restarted directory, say). */
+const RECONNECT_WAIT_MS = 10_000;
+
 /** How long a storage node that failed a transfer is left out of this client's placements. */
 const AVOID_MS = 30_000;
 
@@ -98,16 +101,24 @@ function avoided(ctx: TransferCtx): string[] {
 
 async function storeChunk(ctx: TransferCtx, hash: string, data: Buffer): Promise<void> {
   const exclude: string[] = [];
+  const reconnectDeadline = Date.now() + RECONNECT_WAIT_MS;
   let lastError: DfsError | undefined;
   for (let attempt = 0; attempt < 4; attempt++) {
     let place: PlaceReply;
     try {
       place = await ctx.directory.request<PlaceReply>("dir.place", { chunks: [{ hash, size: data.length }], exclude: [...new Set([...exclude, ...avoided(ctx)])] });
     } catch (err) {
-      // Avoiding nodes must not make a write fail that the whole cluster could take.
       const e = toDfsError(err);
-      if (e.code !== "NOT_ENOUGH_NODES" || ctx.avoid.size === 0) throw e;
-      ctx.avoid.clear();
+      if (e.code !== "NOT_ENOUGH_NODES") throw e;
+      // Avoiding nodes must not make a write fail that the whole cluster could take.
+      if (ctx.avoid.size > 0) {
+        ctx.avoid.clear();
+        continue;
+      }
+      // Nodes that are reconnecting (a directory that just restarted) are worth a short wait.
+      if (!(Number(e.details?.reconnecting) > 0) || Date.now() >= reconnectDeadline) throw e;
+      attempt--;
+      await new Promise((r) => setTimeout(r, 500));
       continue;
     }
     const targets = place.chunks[0]?.targets ?? [];

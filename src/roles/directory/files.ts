@@ -36,7 +36,7 @@ export class FileService {
       const targets = pickTargets(up, size, want, { existing, exclude: b.exclude });
       if (existing.length + targets.length < this.init.minReplicas) {
         const withRoom = up.filter((n) => !b.exclude.includes(n.id) && n.free >= size).length;
-        throw notEnoughNodes(withRoom, this.init.minReplicas);
+        throw notEnoughNodes(withRoom, this.init.minReplicas, nodes.reconnecting());
       }
       return { hash, targets };
     });

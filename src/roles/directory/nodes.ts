@@ -25,8 +25,9 @@ export class NodeTable {
     private readonly onDown: (id: string) => void,
     private readonly onLinkLost: (id: string) => void = () => {},
   ) {
-    // Whoever was up before a restart gets a full dead-after period to reconnect.
-    run(this.db, "UPDATE nodes SET state='suspect', seen=? WHERE state != 'down'", [Date.now()]);
+    // Every node gets a full dead-after period to reconnect after a restart: states are live figures, not
+    // journaled, so a database rebuilt from its journals cannot tell who was up (all read 'down').
+    run(this.db, "UPDATE nodes SET state='suspect', seen=?", [Date.now()]);
     this.timer = setInterval(() => this.sweep(), Math.max(100, Math.min(1000, deadAfterMs / 4)));
     this.timer.unref();
   }
@@ -101,6 +102,11 @@ export class NodeTable {
   liveReplicas(hash: string): Replica[] {
     return all(this.db, "SELECT n.id, n.url FROM replicas r JOIN nodes n ON n.id = r.node WHERE r.hash=? AND n.state='up'", [hash])
       .map(([id, url]) => ({ node: String(id), url: String(url) }));
+  }
+
+  /** Storage nodes whose link is down but that are not yet declared down: they may be back any moment. */
+  reconnecting(): number {
+    return Number(get(this.db, "SELECT COUNT(*) FROM nodes WHERE role='storage' AND state='suspect'")?.[0] ?? 0);
   }
 
   /** Live nodes holding a chunk, with what trimming a surplus copy needs to choose. */

@@ -47,10 +47,13 @@ function weighted(nodes: Candidate[]): Candidate {
   return nodes[nodes.length - 1]!;
 }
 
-export function notEnoughNodes(have: number, need: number): DfsError {
+export function notEnoughNodes(have: number, need: number, reconnecting = 0): DfsError {
+  const back = reconnecting > 0
+    ? ` (${reconnecting} more lost their link less than --dead-after ago, or are reconnecting to a restarted directory, and may be back shortly)`
+    : "";
   return new DfsError(
     "NOT_ENOUGH_NODES",
-    `only ${have} live storage node${have === 1 ? "" : "s"} with room, ${need} needed for the replication factor; start more storage nodes or free space`,
-    { details: { have, need } },
+    `only ${have} live storage node${have === 1 ? "" : "s"} with room, ${need} needed for the replication factor${back}; start more storage nodes or free space`,
+    { details: { have, need, reconnecting } },
   );
 }

@@ -6,14 +6,14 @@ import test from "node:test";
 import { loadCerts } from "../src/certs/index.js";
 import { DfsClient } from "../src/roles/client.js";
 import { logger } from "../src/log.js";
-import { spawnDfs, startCluster, tmpDir, waitFor } from "./helpers/cluster.js";
+import { startCluster, tmpDir, waitFor } from "./helpers/cluster.js";
 
 const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 
 test("a REPL session finds the lock service again after it restarts on another port", async (t) => {
   const c = await startCluster(t, { storage: 2 });
   const work = tmpDir(t);
-  const repl = spawnDfs(t, ["--role", "client", "--directory", c.dirUrl, "--certs", c.certs, "--cache", path.join(work, "cache")], { cwd: work });
+  const repl = c.session(path.join(work, "cache"), { cwd: work });
   fs.writeFileSync(path.join(work, "a"), "first");
   fs.writeFileSync(path.join(work, "b"), "second");
   repl.child.stdin!.write("write /a a\n");
@@ -50,7 +50,7 @@ test("a lock lost while the session was paused stays lost until `lock` is run ag
   const work = tmpDir(t);
   fs.writeFileSync(path.join(work, "mine"), "from the paused session");
   fs.writeFileSync(path.join(work, "theirs"), "from another client");
-  const a = spawnDfs(t, ["--role", "client", "--directory", c.dirUrl, "--certs", c.certs, "--cache", path.join(work, "ca")], { cwd: work });
+  const a = c.session(path.join(work, "ca"), { cwd: work });
   a.child.stdin!.write("lock /p\n");
   await waitFor(() => /locked \/p/.test(a.stdout), "the lock taken");
   a.child.kill("SIGSTOP");

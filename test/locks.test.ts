@@ -7,7 +7,7 @@ import { loadCerts } from "../src/certs/index.js";
 import { DfsClient } from "../src/roles/client.js";
 import { connect } from "../src/transport/connect.js";
 import { logger } from "../src/log.js";
-import { spawnDfs, startCluster, tmpDir, waitFor } from "./helpers/cluster.js";
+import { startCluster, tmpDir, waitFor } from "./helpers/cluster.js";
 
 const SESSION = "test-session-0123456789";
 const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
@@ -34,7 +34,7 @@ test("a lock holder killed with -9 no longer blocks others; a stale fencing toke
   const c = await startCluster(t, { storage: 2 });
   const work = tmpDir(t);
   fs.writeFileSync(path.join(work, "f"), "hello");
-  const holder = spawnDfs(t, ["--role", "client", "--directory", c.dirUrl, "--certs", c.certs, "--cache", path.join(work, "c1")]);
+  const holder = c.session(path.join(work, "c1"));
   holder.child.stdin!.write("lock /f\n");
   await waitFor(() => /locked \/f/.test(holder.stdout), "holder has the lock");
   const blocked = await c.client(["lock", "/f"]);

@@ -2,14 +2,14 @@ import assert from "node:assert/strict";
 import fs from "node:fs";
 import path from "node:path";
 import test from "node:test";
-import { spawnDfs, startCluster, tmpDir, waitFor } from "./helpers/cluster.js";
+import { startCluster, tmpDir, waitFor } from "./helpers/cluster.js";
 
 test("writes between begin and commit become visible together; abort drops them", async (t) => {
   const c = await startCluster(t, { storage: 2 });
   const work = tmpDir(t);
   fs.writeFileSync(path.join(work, "one"), "first");
   fs.writeFileSync(path.join(work, "two"), "second");
-  const session = spawnDfs(t, ["--role", "client", "--directory", c.dirUrl, "--certs", c.certs, "--cache", path.join(work, "cache")], { cwd: work });
+  const session = c.session(path.join(work, "cache"), { cwd: work });
   const say = (line: string) => session.child.stdin!.write(line + "\n");
   say("begin");
   say("write /t/one one");
@@ -39,7 +39,7 @@ test("a transaction with a failed write commits nothing", async (t) => {
   const c = await startCluster(t, { storage: 2 });
   const work = tmpDir(t);
   fs.writeFileSync(path.join(work, "one"), "first");
-  const session = spawnDfs(t, ["--role", "client", "--directory", c.dirUrl, "--certs", c.certs, "--cache", path.join(work, "cache")], { cwd: work });
+  const session = c.session(path.join(work, "cache"), { cwd: work });
   const say = (line: string) => session.child.stdin!.write(line + "\n");
   say("begin");
   say("write /u/one one");

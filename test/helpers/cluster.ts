@@ -219,6 +219,11 @@ export class Cluster {
     });
   }
 
+  /** Starts an interactive client session (the REPL) whose cache lives in `cache`. */
+  session(cache: string, opts: { cwd?: string } = {}): Proc {
+    return spawnDfs(this.t, ["--role", "client", "--directory", this.dirUrl, "--certs", this.certs, "--cache", cache], { ...this.opts.exec, ...opts });
+  }
+
   async status(): Promise<StatusReply> {
     const r = await this.client(["status", "--json"]);
     if (r.code !== 0) throw new Error(`status failed: ${r.stderr}`);

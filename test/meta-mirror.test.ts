@@ -84,6 +84,22 @@ test("a folder added later, or left behind, is brought up to date at start-up", 
   }
 });
 
+test("a snapshot that start-up copies to another folder is the one on disk, not what replay made of it", async (t) => {
+  const root = tempDir(t, "dfs-mirror-");
+  const [a, b] = [path.join(root, "disk1", "meta"), path.join(root, "disk2", "meta")];
+  const s = await open(t, [a]);
+  await s.commit({ k: "n", add: 1 }).durable;
+  await s.snapshot();
+  for (let i = 0; i < 5; i++) await s.commit({ k: "n", add: 1 }).durable; // journal records after the snapshot
+  await s.close();
+  const both = await open(t, [a, b]); // b is new: a's snapshot and journal are copied there
+  assert.equal(get(both.db, "n"), 6);
+  await both.close();
+  // Were the copy taken after replay, b would apply the journal a second time on top of it.
+  const bAlone = await open(t, [b]);
+  assert.equal(get(bAlone.db, "n"), 6);
+});
+
 test("copies that disagree (a folder run alone, then put back) stop start-up", async (t) => {
   const { a, b } = await twoFolders(t);
   const sa = await open(t, [a]);

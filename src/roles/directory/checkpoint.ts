@@ -51,7 +51,10 @@ export function applyInTx<R>(db: Database, apply: (db: Database, rec: R) => void
 /** A database from a snapshot image, or an empty one with the schema; either way in the current layout. */
 export async function openDatabase<R>(image: Uint8Array | undefined, s: Schema<R>): Promise<Database> {
   const SQL = await loadSqlJs();
-  const db = image ? new SQL.Database(image) : new SQL.Database();
+  // sql.js copies the image with `slice()`, which on a Node Buffer is a view: the database would then write
+  // into the caller's bytes (the snapshot that start-up repair copies to other folders). As a plain
+  // Uint8Array, `slice()` copies.
+  const db = image ? new SQL.Database(new Uint8Array(image.buffer, image.byteOffset, image.byteLength)) : new SQL.Database();
   // Our journal is what makes changes durable; SQLite's own rollback journal in sql.js's in-memory file
   // system only costs a file create and delete per transaction (statement journals and sorts likewise
   // use temp files unless temp_store is MEMORY). MEMORY keeps ROLLBACK working. Nobody else opens this

@@ -11,6 +11,8 @@ import { directoryChannel, readVm, startDfs, type Child } from "./cluster.js";
 import { StallProbe } from "./stall.js";
 
 const EMPTY_SHA = createHash("sha256").digest("hex");
+/** The stall probe's phase for the first commits of a fresh directory process. */
+export const COLD_PHASE = "first commits";
 const BATCH = 1000;
 const PER_FOLDER = 1000;
 
@@ -98,7 +100,7 @@ export async function metadataScale(root: string, certs: string, logDir: string,
     ch = await directoryChannel(dir.url, certs);
     let probe = await StallProbe.start(dir.url, certs);
     // The first commits of a fresh process run cold code; they are told apart from the steady load.
-    probe.mark("first commits");
+    probe.mark(COLD_PHASE);
     progress(`metadata: committing ${files} zero-chunk files in batches of ${BATCH}`);
     const t0 = performance.now();
     let lastReport = t0;

@@ -1,6 +1,6 @@
 /** Turns the measured figures into rows (dfs figure, target, baseline, ratio, met) and a markdown table. */
 import type { Baselines } from "./baselines.js";
-import type { MetaResult } from "./metadata.js";
+import { COLD_PHASE, type MetaResult } from "./metadata.js";
 import type { LargeResult, OpFigure, SmallResult } from "./workloads.js";
 
 const MiB = 1024 * 1024;
@@ -128,9 +128,13 @@ export function buildRows(r: Results): Row[] {
     add(s, "dir.lookup p50 (random paths)", M.lookupP50Ms, "ms", "rtt", { kind: "max", abs: 1 });
     add(s, "dir.lookup p99", M.lookupP99Ms, "ms", "rtt");
     add(s, `commit rate (dir.commit, ${M.batch.toLocaleString("en-US")} files a batch)`, M.commitFilesPerSec, "files/s", null);
-    const stalls = Object.entries(M.stallMs);
+    // The first commits of a fresh process run cold code (compilation, first statements): shown apart,
+    // since the target is about the directory at scale.
+    const { [COLD_PHASE]: cold, ...atScale } = M.stallMs;
+    const stalls = Object.entries(atScale);
     const worst = stalls.reduce((a, b) => (b[1] > a[1] ? b : a), ["none", 0] as [string, number]);
-    add(s, `directory's longest event-loop stall (${worst[0]}; ${stalls.map(([k, v]) => `${k} ${v.toFixed(0)} ms`).join(", ")})`, worst[1], "ms", null, { kind: "max", abs: 100 });
+    add(s, `directory's longest event-loop stall at scale (${worst[0]}; ${stalls.map(([k, v]) => `${k} ${v.toFixed(0)} ms`).join(", ")})`, worst[1], "ms", null, { kind: "max", abs: 100 });
+    if (cold !== undefined) add(s, "directory's longest event-loop stall in its first 10 commits (cold code)", cold, "ms", null);
     const S = M.snapshots;
     if (S.maxLoopBlockedMs !== null) {
       add(s, `snapshot: longest event-loop block in the directory (${S.count} during the load)`, S.maxLoopBlockedMs, "ms", "rtt", { kind: "max", abs: 100 });

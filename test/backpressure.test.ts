@@ -61,6 +61,21 @@ test("one sender cannot take more than its share of a mailbox", async () => {
   assert.equal(await b, "ok");
 });
 
+test("a deep queue of busy handlers lets the event loop turn instead of holding it until the queue is empty", async () => {
+  let handled = 0;
+  const spin = (ms: number) => {
+    const end = performance.now() + ms;
+    while (performance.now() < end);
+  };
+  const box = new Mailbox<number>({ concurrency: 1, capacity: 1000, handle: () => void (spin(0.5), handled++) });
+  const all = Array.from({ length: 400 }, (_, i) => box.post(i)); // 200 ms of work, queued at once
+  // A timer stands for a pong or a socket read: it runs once the loop turns.
+  const atTimer = await new Promise<number>((r) => setTimeout(() => r(handled), 0));
+  await Promise.all(all);
+  assert.equal(handled, 400);
+  assert.ok(atTimer < 100, `the loop turned after ${atTimer} of 400 handlers (about 10 ms of work), not at the end`);
+});
+
 test("a flood of deferred requests on one connection gets BUSY answers while another connection is served", async (t) => {
   const g = gate();
   let parked = 0;

@@ -262,3 +262,20 @@ test("a missing journal generation is refused rather than silently skipped", asy
   const err = await refused(dir);
   assert.match(err.message, /generation 1 is missing/);
 });
+
+test("the live tables sit in an in-memory database, apart from the image they were loaded from", async (t) => {
+  const dir = tempDir(t);
+  const a = await open(t, dir);
+  a.commit({ k: "x", v: 1 });
+  await a.snapshot();
+  await a.close();
+  const b = await open(t, dir); // from the snapshot image
+  const names = (schema: string) => b.db.exec(`SELECT name FROM ${schema}.sqlite_master`)[0]?.values.flat() ?? [];
+  // Tables in sql.js's main file would be copied whole each time that file grows.
+  assert.deepEqual(names("main"), []);
+  assert.deepEqual(names("live"), ["kv", "sqlite_autoindex_kv_1"]);
+  const file = b.db.exec("PRAGMA database_list")[0]!.values.find((r) => r[1] === "live")![2];
+  assert.equal(file, "", "an in-memory database has no file");
+  b.commit({ k: "y", v: 2 });
+  assert.equal(count(b.db), 2);
+});

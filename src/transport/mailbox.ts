@@ -13,6 +13,12 @@ export function later<T>(result: Promise<T>): Later<T> {
   return new Later(result);
 }
 
+/**
+ * How long queued messages may run back to back before the mailbox lets the event loop turn: handlers
+ * chained through promises never yield by themselves, so a deep queue would hold back pongs and reads.
+ */
+const SLICE_MS = 10;
+
 export interface MailboxInit<M> {
   /** Messages handled at once: 1 for roles whose state must be serial. */
   concurrency: number;
@@ -46,6 +52,8 @@ export class Mailbox<M> {
   private running = 0;
   private _held = 0;
   private closed = false;
+  private sliceStart = performance.now();
+  private yielding = false;
 
   constructor(private readonly init: MailboxInit<M>) {}
 
@@ -95,6 +103,18 @@ export class Mailbox<M> {
     }
   }
 
+  /** Starts the next message now, or after the event loop has turned once if this stretch ran long. */
+  private next(): void {
+    if (performance.now() - this.sliceStart < SLICE_MS) return this.pump();
+    if (this.yielding) return;
+    this.yielding = true;
+    setImmediate(() => {
+      this.yielding = false;
+      this.sliceStart = performance.now();
+      this.pump();
+    });
+  }
+
   private async run(slot: Slot<M>): Promise<void> {
     let deferred: Promise<unknown> | undefined;
     try {
@@ -105,7 +125,7 @@ export class Mailbox<M> {
       this.reject(slot, err);
     } finally {
       this.running--;
-      this.pump();
+      this.next();
     }
     if (deferred) deferred.then((value) => this.resolve(slot, value), (err) => this.reject(slot, err));
   }

@@ -3,9 +3,10 @@ import path from "node:path";
 import type { Database } from "sql.js";
 import { DfsError } from "../../protocol/errors.js";
 import { logger, type Logger } from "../../log.js";
-import { applyInTx, buildCheckpoint, damageError, openDatabase, replayable, replayAll, type Checkpointer, type Schema } from "./checkpoint.js";
+import { applyInTx, buildCheckpoint, damageError, replayable, replayAll, type Checkpointer, type Schema } from "./checkpoint.js";
 import { encodeRecord } from "./journal-format.js";
 import { Journal, type JournalStats } from "./journal.js";
+import { exportLive, openLiveDatabase } from "./live-db.js";
 import { lockFolders, removeJournalsBelow, repairFolders } from "./meta-folders.js";
 import { journalName, readMetaImage } from "./meta-image.js";
 import { installSnapshot, snapshotHeader } from "./snapshot-file.js";
@@ -92,7 +93,7 @@ export async function openMetaStore<R>(init: MetaStoreInit<R>): Promise<MetaStor
     const img = await readMetaImage(dirs).catch((err) => Promise.reject(refuse(err)));
     const bad = damageError(img);
     if (bad) throw refuse(bad);
-    const db = await openDatabase(img.base?.data, init);
+    const db = await openLiveDatabase(img.base?.data, init);
     try {
       const records = replayable(img);
       try {
@@ -253,7 +254,7 @@ class Store<R> implements MetaStore<R> {
   private async snapshotFromMemory(): Promise<void> {
     const t0 = performance.now();
     const { gen, oldClosed } = this.rotate();
-    const data = this.db.export();
+    const data = exportLive(this.db);
     const blockedMs = performance.now() - t0;
     await oldClosed;
     await this.journal.whenReady();

@@ -34,6 +34,8 @@ export class Conn {
       // A connection that closed while idle is opened again by the library on its next use, at once.
       backoff: () => 0,
       types: VALUE_TYPES,
+      // How operators tell these sessions apart in pg_stat_activity; `application_name` in the URL wins.
+      connection: { application_name: "dfs" },
       onnotice: (n) => {
         if (this.commitNotices) this.commitNotices.push(n);
         else log.warn("pg-notice", { host: this.host, severity: n.severity, code: n.code, message: n.message });

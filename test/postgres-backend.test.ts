@@ -79,7 +79,10 @@ test("statements: ? placeholders, values as numbers, strings and bytes, the data
     { code: "NOT_FOUND" },
   );
   assert.deepEqual(await ids(pg, "v"), [2 ** 40]);
-  assert.equal(db.stats().commits, 5);
+  // An integer a number cannot hold exactly is an error, never a rounded value; the next transaction is not disturbed.
+  await assert.rejects(db.transact((tx) => tx.all("SELECT 1::bigint UNION ALL SELECT 9007199254740993::bigint UNION ALL SELECT 3::bigint")), { code: "INTERNAL" });
+  assert.deepEqual(await db.transact((tx) => tx.all("SELECT ?::bigint, 2", [2 ** 53 - 1])), [[2 ** 53 - 1, 2]]);
+  assert.equal(db.stats().commits, 6);
 });
 
 test("conflicting transactions are retried until every increment counts once", async (t) => {

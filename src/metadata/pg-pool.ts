@@ -16,6 +16,8 @@ export class Conn {
   readonly sql: postgres.Sql;
   /** Notices that arrived while this connection's COMMIT was outstanding; undefined at other times. */
   commitNotices: Notice[] | undefined;
+  /** A value could not be read: the library's state for the rest of that answer is not to be trusted. */
+  unreadable = false;
 
   /** The server, `host:port`. */
   readonly host: string;
@@ -33,7 +35,7 @@ export class Conn {
       fetch_types: false,
       // A connection that closed while idle is opened again by the library on its next use, at once.
       backoff: () => 0,
-      types: VALUE_TYPES,
+      types: valueTypes(() => (this.unreadable = true)),
       // How operators tell these sessions apart in pg_stat_activity; `application_name` in the URL wins.
       connection: { application_name: "dfs" },
       onnotice: (n) => {
@@ -54,17 +56,18 @@ export class Conn {
  * to them once the server has said a parameter's type: so 1 and 0 are true and false, a number
  * of milliseconds is a time, and a string bound to json is the JSON text itself.
  */
-const VALUE_TYPES = {
-  bigint: { to: 20, from: [20], parse: parseBigint, serialize: (x: unknown) => String(x) },
+const valueTypes = (unreadable: () => void) => ({
+  bigint: { to: 20, from: [20], parse: (x: string) => parseBigint(x, unreadable), serialize: (x: unknown) => String(x) },
   boolean: { to: 16, from: [16], parse: (x: string) => (x === "t" ? 1 : 0), serialize: (x: unknown) => (typeof x === "string" ? x : x ? "t" : "f") },
   time: { to: 1184, from: [1082, 1114, 1184], parse: (x: string) => new Date(x).getTime(), serialize: (x: unknown) => new Date(x as number).toISOString() },
   json: { to: 114, from: [114, 3802], parse: (x: string) => x, serialize: (x: unknown) => (typeof x === "string" ? x : JSON.stringify(x)) },
-};
+});
 
-function parseBigint(x: string): number {
+function parseBigint(x: string, unreadable: () => void): number {
   const n = Number(x);
-  if (!Number.isSafeInteger(n)) throw new DfsError("INTERNAL", `the metadata database returned the integer ${x}, beyond what a JavaScript number holds exactly`);
-  return n;
+  if (Number.isSafeInteger(n)) return n;
+  unreadable();
+  throw new DfsError("INTERNAL", `the metadata database returned the integer ${x}, beyond what a JavaScript number holds exactly`);
 }
 
 /**
@@ -128,7 +131,7 @@ export class ConnPool {
 
   /** Gives back a connection that is fit for the next transaction. */
   release(c: Conn): void {
-    if (this.closed) return this.discard(c);
+    if (this.closed || c.unreadable) return this.discard(c);
     const waiter = this.nextWaiter();
     if (waiter) waiter.give(c);
     else this.idle.push(c);

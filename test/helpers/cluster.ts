@@ -111,12 +111,32 @@ export function spawnScript(t: TestContext, script: string, args: string[], opts
 }
 
 function spawnTracked(t: TestContext, cmd: string, argv: string[], args: string[], opts: DfsExec): Proc {
+  const env = { ...(opts.inheritEnv === false ? {} : process.env), DFS_LOG_LEVEL: process.env.DFS_LOG_LEVEL ?? "info", ...opts.env };
+  return spawnChild(t, cmd, argv, { cwd: opts.cwd ?? ROOT, env, args });
+}
+
+/** How {@link spawnChild} starts a program. */
+export interface ChildExec {
+  cwd?: string;
+  /** The whole environment of the child (default: this process's). */
+  env?: NodeJS.ProcessEnv;
+  /** Run as this user and group (a server that refuses to run as root). */
+  uid?: number;
+  gid?: number;
+  /** How the process is named in failure reports (default: `argv`). */
+  args?: string[];
+}
+
+/** Starts any program as a child of the test, killed and waited for like a dfs node before the test's folders go. */
+export function spawnChild(t: TestContext, cmd: string, argv: string[], opts: ChildExec = {}): Proc {
   const child = spawn(cmd, argv, {
     cwd: opts.cwd ?? ROOT,
-    env: { ...(opts.inheritEnv === false ? {} : process.env), DFS_LOG_LEVEL: process.env.DFS_LOG_LEVEL ?? "info", ...opts.env },
+    env: opts.env ?? process.env,
     stdio: ["pipe", "pipe", "pipe"],
+    ...(opts.uid !== undefined ? { uid: opts.uid } : {}),
+    ...(opts.gid !== undefined ? { gid: opts.gid } : {}),
   });
-  const p = new Proc(child, args);
+  const p = new Proc(child, opts.args ?? [cmd, ...argv]);
   if (!procsOf.has(t)) procsOf.set(t, new Set());
   procsOf.get(t)!.add(p);
   everyProc.add(p);

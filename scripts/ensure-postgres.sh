@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Makes sure PostgreSQL's server programs (initdb, postgres, pg_basebackup) are installed, for the
+# tests that start throwaway databases. Quick and silent when they are already there; otherwise
+# installs Debian's `postgresql` package, which needs root. DFS_PG_BIN names another folder of
+# server programs (a source build, say) and skips the install.
+set -euo pipefail
+
+have() {
+  if [ -n "${DFS_PG_BIN:-}" ]; then
+    [ -x "$DFS_PG_BIN/postgres" ] && [ -x "$DFS_PG_BIN/initdb" ] && [ -x "$DFS_PG_BIN/pg_basebackup" ]
+  else
+    compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null
+  fi
+}
+
+if have; then exit 0; fi
+
+if [ -n "${DFS_PG_BIN:-}" ]; then
+  echo "ensure-postgres: DFS_PG_BIN=$DFS_PG_BIN does not hold postgres, initdb and pg_basebackup" >&2
+  exit 1
+fi
+if [ "$(id -u)" != 0 ]; then
+  echo "ensure-postgres: PostgreSQL is not installed and installing it needs root: run 'sudo apt-get install -y postgresql' (or set DFS_PG_BIN to a folder holding postgres, initdb and pg_basebackup)" >&2
+  exit 1
+fi
+if ! command -v apt-get >/dev/null; then
+  echo "ensure-postgres: PostgreSQL is not installed and this system has no apt-get: install PostgreSQL's server programs and set DFS_PG_BIN to their folder" >&2
+  exit 1
+fi
+
+echo "ensure-postgres: installing PostgreSQL" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# The package's own cluster is never used: the tests make their own data folders.
+apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+if ! have; then
+  echo "ensure-postgres: apt-get installed postgresql, yet no /usr/lib/postgresql/*/bin/postgres exists" >&2
+  exit 1
+fi

@@ -16,6 +16,9 @@ test("a storage node holding a million chunks registers: its report goes in page
   const reply = await node.request<RegisterReply>("dir.register", {
     kind: "storage", id: "big-node", url: "wss://127.0.0.1:1", secret: randomBytes(32).toString("hex"), chunks: 1_000_000,
   });
+  // A real node keeps beating while it reports; without beats a slow report would leave it suspect.
+  const beat = setInterval(() => void node.tell("dir.heartbeat", { free: 1e12, used: 0, chunks: 1_000_000 }).catch(() => {}), reply.heartbeatMs);
+  t.after(() => clearInterval(beat));
   const total = 1_000_000;
   for (let sent = 0; sent < total; sent += REPORT_PAGE) {
     const n = Math.min(REPORT_PAGE, total - sent);

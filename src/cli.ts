@@ -80,11 +80,12 @@ Examples:
       }
       const roles = parseRoles(o.role);
       if (o.logLevel) setLogLevel(o.logLevel as LogLevel);
+      const directoryUrls = [o.directory as string];
       if (roles[0] === "client") {
         if (!o.logLevel) setLogLevel("warn");
         const tls = loadCerts(o.certs, o.name ?? "client");
         const code = await runClient({
-          directoryUrl: o.directory, tls, cacheDir: o.cache, cacheBytes: o.cacheSize, log: logger("client"), command,
+          directoryUrls, tls, cacheDir: o.cache, cacheBytes: o.cacheSize, log: logger("client"), command,
           io: { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, cwd: process.cwd(), interactive: false },
         });
         process.exit(code);
@@ -93,7 +94,7 @@ Examples:
       const serverRoles = roles as ServerRole[];
       const tls = loadCerts(o.certs, o.name ?? serverRoles[0]!);
       const node = await startNode({
-        roles: serverRoles, host: o.host, port: o.port, dataDir: o.data, tls, directoryUrl: o.directory,
+        roles: serverRoles, host: o.host, port: o.port, dataDir: o.data, tls, directoryUrls,
         replicas: o.replicas, minReplicas: o.minReplicas ?? o.replicas, deadAfterMs: o.deadAfter * 1000,
         chunkSize: o.chunkSize, capacity: o.capacity, zone: o.zone, scrubIntervalMs: o.scrubInterval * 1000, orphanGraceMs: o.orphanGrace * 1000,
         metaDirs: o.metaDir, snapshotEvery: o.snapshotEvery,

@@ -22,7 +22,8 @@ export interface NodeOptions {
   port?: number;
   dataDir: string;
   tls: TlsMaterial;
-  directoryUrl: string;
+  /** Addresses of the directory; a node holds a link to one at a time. */
+  directoryUrls: readonly string[];
   replicas: number;
   minReplicas: number;
   deadAfterMs: number;
@@ -79,7 +80,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
   const server = await listen({ host: opts.host, port, tls: opts.tls, router, log: log.child("transport") });
   const url = advertised(opts.host, server.port);
   const closers: (() => Promise<void>)[] = [];
-  const directoryUrl = opts.roles.includes("directory") ? url : opts.directoryUrl;
+  const directoryUrls = opts.roles.includes("directory") ? [url] : opts.directoryUrls;
   let storageId: string | undefined;
   try {
     if (opts.roles.includes("directory")) {
@@ -94,7 +95,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
       router.add(d.actor);
       closers.push(() => d.close());
     }
-    const linkInit = { url: directoryUrl, tls: opts.tls, router, expectRoles: ["directory"], what: "directory" } as const;
+    const linkInit = { urls: directoryUrls, tls: opts.tls, router, expectRoles: ["directory"], what: "directory" } as const;
     if (opts.roles.includes("lock")) {
       const lockLog = logger("lock", opts.label ?? "");
       let register: ((p: Peer) => Promise<void>) | undefined;
@@ -104,7 +105,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
       router.add(l.actor);
       link.start();
       closers.push(() => link.close(), () => l.close());
-      warnWhileDown(link, lockLog, directoryUrl);
+      warnWhileDown(link, lockLog);
     }
     if (opts.roles.includes("storage")) {
       const storeLog = logger("storage", opts.label ?? "");
@@ -119,7 +120,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
       router.add(s.actor);
       link.start();
       closers.push(() => link.close(), () => pool.close(), () => s.close());
-      warnWhileDown(link, storeLog, directoryUrl);
+      warnWhileDown(link, storeLog);
     }
     router.ready();
   } catch (err) {
@@ -143,9 +144,9 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
 }
 
 /** Says once, clearly, when the directory cannot be reached, instead of a line per retry. */
-function warnWhileDown(link: Link, log: Logger, url: string): void {
+function warnWhileDown(link: Link, log: Logger): void {
   setTimeout(() => {
-    if (!link.up && link.lastError) log.warn("directory unreachable, retrying", { url, cause: link.lastError.message });
+    if (!link.up && link.lastError) log.warn("directory unreachable, retrying", { url: link.url, cause: link.lastError.message });
   }, 3000).unref();
 }
 

@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
+import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import type { TestContext } from "node:test";
@@ -37,6 +38,18 @@ export function tmpDir(t: TestContext, prefix = "dfs-test-"): string {
     }
   });
   return dir;
+}
+
+/**
+ * A loopback address where nothing listens (a port the system just handed out and took back), for a server
+ * that is to start there later, or never.
+ */
+export async function freeAddress(): Promise<string> {
+  const srv = net.createServer();
+  await new Promise<void>((resolve) => srv.listen(0, "127.0.0.1", resolve));
+  const { port } = srv.address() as net.AddressInfo;
+  await new Promise<void>((resolve) => srv.close(() => resolve()));
+  return `wss://127.0.0.1:${port}`;
 }
 
 /** Polls `fn` until it returns a truthy value; fails with `what` after the deadline. */

@@ -22,7 +22,7 @@ export interface NodeOptions {
   port?: number;
   dataDir: string;
   tls: TlsMaterial;
-  /** Addresses of the directory; a node holds a link to one at a time. */
+  /** Addresses of the directory (see {@link parseDirectoryUrls}); a node holds a link to one at a time. */
   directoryUrls: readonly string[];
   replicas: number;
   minReplicas: number;
@@ -59,6 +59,31 @@ export function parseRoles(text: string): string[] {
   }
   if (roles.includes("client") && roles.length > 1) throw new DfsError("BAD_REQUEST", "the client role runs alone; start servers and the client separately");
   return [...new Set(roles)];
+}
+
+/**
+ * Parses `--directory`: a comma list of distinct wss:// addresses of the directory. A mistake in it would
+ * otherwise show only as a link that never comes up, so each gets a sentence at start-up.
+ */
+export function parseDirectoryUrls(text: string): string[] {
+  if (text.trim() === "") throw new DfsError("BAD_REQUEST", "--directory: no address given; give one like wss://host:9000, or several separated by commas");
+  const entries = text.split(",").map((u) => u.trim());
+  const seen = new Map<string, string>();
+  for (const entry of entries) {
+    if (entry === "") throw new DfsError("BAD_REQUEST", `--directory: ${JSON.stringify(text)} has an empty entry; give addresses like wss://host:9000, separated by commas`);
+    let url: URL;
+    try {
+      url = new URL(entry);
+    } catch {
+      throw new DfsError("BAD_REQUEST", `--directory: ${JSON.stringify(entry)} is not an address like wss://host:9000`);
+    }
+    if (url.protocol !== "wss:") throw new DfsError("BAD_REQUEST", `--directory: ${entry} must start with wss:// (every dfs connection is TLS)`);
+    // Compared as URLs, so that wss://a:9000 and wss://A:9000/ are one address.
+    const earlier = seen.get(url.href);
+    if (earlier !== undefined) throw new DfsError("BAD_REQUEST", `--directory: ${entry} is listed twice${earlier === entry ? "" : ` (as ${earlier} too)`}`);
+    seen.set(url.href, entry);
+  }
+  return entries;
 }
 
 /** The directory's metadata folders: DATA/meta, then the extra ones. */

@@ -8,7 +8,7 @@ import { runCommand, type Io } from "./client/commands.js";
 import { repl } from "./client/repl.js";
 
 export { DfsClient } from "./client/client.js";
-export type { ClientInit } from "./client/client.js";
+export type { ClientInit, ClusterStatus } from "./client/client.js";
 
 export interface ClientRun {
   /** Addresses of the directory (one or more). */

@@ -37,6 +37,11 @@ interface Staged extends Uploaded {
   baseVersion: number;
 }
 
+/** `status` as the client reports it: the directory's answer and the address that reached it. */
+export interface ClusterStatus extends StatusReply {
+  directory: StatusReply["directory"] & { reachedAt: string };
+}
+
 /** Directory requests that change nothing (a placement only reserves a generation): asking again is harmless. */
 const SAFE_TO_REPEAT = new Set(["dir.lookup", "dir.list", "dir.status", "dir.hello", "dir.place"]);
 
@@ -124,8 +129,9 @@ export class DfsClient {
     return { directory: this.directory, pool: this.pool, cache: this.cache, log: this.init.log, stats: this.stats, window: this.init.window ?? 4, avoid: this.avoid };
   }
 
-  status(): Promise<StatusReply> {
-    return this.dir<StatusReply>("dir.status", {});
+  async status(): Promise<ClusterStatus> {
+    const { reply, peer } = await this.ask<StatusReply>("dir.status", {}, 30_000);
+    return { ...reply, directory: { ...reply.directory, reachedAt: peer.remote } };
   }
 
   stat(remote: string): Promise<FileInfo> {

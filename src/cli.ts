@@ -172,7 +172,7 @@ function directoryList(value: string, source: string | undefined): string[] {
     return parseDirectoryUrls(value);
   } catch (err) {
     if (source !== "env") throw err;
-    throw new DfsError("BAD_REQUEST", `${toDfsError(err).message} (from DFS_DIRECTORY)`);
+    throw new DfsError("BAD_REQUEST", `${toDfsError(err).message}; the value comes from DFS_DIRECTORY`);
   }
 }
 

@@ -118,7 +118,7 @@ test("a change in flight when the directory dies is reported as of unknown outco
   await c.directory.kill("SIGKILL");
   for (const [what, p] of [["write", writing], ["rm", removing]] as const) {
     const err = await p;
-    assert.notEqual(err, "reported as done", `${what} claimed a success it never saw`);
+    assert.notEqual(err, "reported as done", `${what}: a change whose answer was lost with the connection must be reported as of unknown outcome, not sent again`);
     const e = err as DfsError;
     assert.equal(e.code, "UNAVAILABLE", `${what}: ${e.message}`);
     assert.equal(e.details?.outcome, "unknown", `${what}: ${e.message}`);

@@ -129,7 +129,9 @@ test("a change in flight when the directory dies is reported as of unknown outco
   // Neither change was made (the proxy never delivered them): had the client said "done", it would have lied.
   await assert.rejects(client.stat("/new"), { code: "NOT_FOUND" });
   assert.equal((await client.stat("/keep")).version, 1);
-  // The same client goes on at B, and makes both changes for sure this time.
+  // The same client goes on at B, and makes both changes for sure this time (once the storage nodes, which may
+  // be in a backoff of a few seconds between rounds over A and B, registered there: --dead-after is 3 s here).
+  await c.waitUp(2);
   assert.equal((await client.write("/new", [Buffer.from("committed")])).version, 1);
   await client.rm("/keep");
   await assert.rejects(client.stat("/keep"), { code: "NOT_FOUND" });

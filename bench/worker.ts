@@ -29,7 +29,7 @@ interface ClientConfig {
 }
 
 function client(cfg: ClientConfig, cacheDir = cfg.cacheDir): DfsClient {
-  return new DfsClient({ directoryUrl: cfg.dirUrl, tls: loadCerts(cfg.certs, "client"), cacheDir, cacheBytes: cfg.cacheBytes, log });
+  return new DfsClient({ directoryUrls: [cfg.dirUrl], tls: loadCerts(cfg.certs, "client"), cacheDir, cacheBytes: cfg.cacheBytes, log });
 }
 
 async function sink(cfg: { certs: string }): Promise<void> {

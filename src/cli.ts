@@ -5,7 +5,7 @@ import { initCerts, issueCert, loadCerts, ROLES, type Role } from "./certs/index
 import { DfsError, toDfsError } from "./protocol/errors.js";
 import { logger, setLogLevel, setLogSink, type LogLevel } from "./log.js";
 import { CHECKPOINT_COMMAND, runCheckpointCommand } from "./checkpointer.js";
-import { metaDirsOf, parseRoles, startNode, type ServerRole } from "./host.js";
+import { metaDirsOf, parseDirectoryUrls, parseRoles, startNode, type ServerRole } from "./host.js";
 import { recoverMeta, type RecoverReport } from "./roles/directory/recover.js";
 import { DIRECTORY_SCHEMA } from "./roles/directory/schema.js";
 import { runClient } from "./roles/client.js";
@@ -48,7 +48,7 @@ export function buildProgram(): Command {
     .option("--data <dir>", "folder for this node's data", "./data")
     .addOption(new Option("--certs <dir>", "folder with ca.crt and NAME.crt/NAME.key").env("DFS_CERTS").default("./certs"))
     .option("--name <name>", "certificate name to use (default: the first role)")
-    .addOption(new Option("--directory <url>", "directory address").env("DFS_DIRECTORY").default("wss://localhost:9000"))
+    .addOption(new Option("--directory <urls>", "directory address, or several as a comma list (wss://a:9000,wss://b:9000): a node holds one and moves to the next when it fails").env("DFS_DIRECTORY").default("wss://localhost:9000"))
     .option("--replicas <n>", "copies of every chunk (directory)", int("--replicas", 1), 2)
     .option("--min-replicas <n>", "copies needed to commit (directory; default = replicas)", int("--min-replicas", 1))
     .option("--dead-after <seconds>", "a node silent this long is dead (directory)", int("--dead-after", 1), 30)
@@ -68,6 +68,8 @@ Examples:
   dfs certs init --host box1 --host box2         make a cluster CA and certificates
   dfs --role directory,lock                       directory and lock service on :9000
   dfs --role storage --port 9003 --data /srv/dfs  a storage node
+  dfs --role storage --directory wss://box1:9000,wss://box2:9000
+                                                  a node that moves to the next directory address when one fails
   dfs --role directory --meta-dir /disk2/meta     a second copy of the metadata on another disk
   dfs directory recover --data ./data             rebuild damaged metadata (with the directory stopped)
   dfs --role client write /docs/a.txt a.txt       store a file
@@ -80,11 +82,13 @@ Examples:
       }
       const roles = parseRoles(o.role);
       if (o.logLevel) setLogLevel(o.logLevel as LogLevel);
+      // A directory links to itself; only the other roles use the list, so only they are held to it.
+      const directoryUrls = roles.includes("directory") ? [] : directoryList(o.directory, program.getOptionValueSource("directory"));
       if (roles[0] === "client") {
         if (!o.logLevel) setLogLevel("warn");
         const tls = loadCerts(o.certs, o.name ?? "client");
         const code = await runClient({
-          directoryUrl: o.directory, tls, cacheDir: o.cache, cacheBytes: o.cacheSize, log: logger("client"), command,
+          directoryUrls, tls, cacheDir: o.cache, cacheBytes: o.cacheSize, log: logger("client"), command,
           io: { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, cwd: process.cwd(), interactive: false },
         });
         process.exit(code);
@@ -93,7 +97,7 @@ Examples:
       const serverRoles = roles as ServerRole[];
       const tls = loadCerts(o.certs, o.name ?? serverRoles[0]!);
       const node = await startNode({
-        roles: serverRoles, host: o.host, port: o.port, dataDir: o.data, tls, directoryUrl: o.directory,
+        roles: serverRoles, host: o.host, port: o.port, dataDir: o.data, tls, directoryUrls,
         replicas: o.replicas, minReplicas: o.minReplicas ?? o.replicas, deadAfterMs: o.deadAfter * 1000,
         chunkSize: o.chunkSize, capacity: o.capacity, zone: o.zone, scrubIntervalMs: o.scrubInterval * 1000, orphanGraceMs: o.orphanGrace * 1000,
         metaDirs: o.metaDir, snapshotEvery: o.snapshotEvery,
@@ -160,6 +164,16 @@ Examples:
       process.exit(code);
     });
   return program;
+}
+
+/** The --directory list, or a one-line reason that names where a bad value came from. */
+function directoryList(value: string, source: string | undefined): string[] {
+  try {
+    return parseDirectoryUrls(value);
+  } catch (err) {
+    if (source !== "env") throw err;
+    throw new DfsError("BAD_REQUEST", `${toDfsError(err).message}; the value comes from DFS_DIRECTORY`);
+  }
 }
 
 /** What `directory recover` did, for people: one line per finding, then `lost PATH` / `changed PATH` lines. */

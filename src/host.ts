@@ -22,7 +22,8 @@ export interface NodeOptions {
   port?: number;
   dataDir: string;
   tls: TlsMaterial;
-  directoryUrl: string;
+  /** Addresses of the directory (see {@link parseDirectoryUrls}); a node holds a link to one at a time. */
+  directoryUrls: readonly string[];
   replicas: number;
   minReplicas: number;
   deadAfterMs: number;
@@ -60,6 +61,31 @@ export function parseRoles(text: string): string[] {
   return [...new Set(roles)];
 }
 
+/**
+ * Parses `--directory`: a comma list of distinct wss:// addresses of the directory. A mistake in it would
+ * otherwise show only as a link that never comes up, so each gets a sentence at start-up.
+ */
+export function parseDirectoryUrls(text: string): string[] {
+  if (text.trim() === "") throw new DfsError("BAD_REQUEST", "--directory: no address given; give one like wss://host:9000, or several separated by commas");
+  const entries = text.split(",").map((u) => u.trim());
+  const seen = new Map<string, string>();
+  for (const entry of entries) {
+    if (entry === "") throw new DfsError("BAD_REQUEST", `--directory: ${JSON.stringify(text)} has an empty entry; give addresses like wss://host:9000, separated by commas`);
+    let url: URL;
+    try {
+      url = new URL(entry);
+    } catch {
+      throw new DfsError("BAD_REQUEST", `--directory: ${JSON.stringify(entry)} is not an address like wss://host:9000`);
+    }
+    if (url.protocol !== "wss:") throw new DfsError("BAD_REQUEST", `--directory: ${entry} must start with wss:// (every dfs connection is TLS)`);
+    // Compared as URLs, so that wss://a:9000 and wss://A:9000/ are one address.
+    const earlier = seen.get(url.href);
+    if (earlier !== undefined) throw new DfsError("BAD_REQUEST", `--directory: ${entry} is listed twice${earlier === entry ? "" : ` (as ${earlier} too)`}`);
+    seen.set(url.href, entry);
+  }
+  return entries;
+}
+
 /** The directory's metadata folders: DATA/meta, then the extra ones. */
 export function metaDirsOf(dataDir: string, extra: string[] = []): string[] {
   return [path.join(dataDir, "meta"), ...extra];
@@ -79,7 +105,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
   const server = await listen({ host: opts.host, port, tls: opts.tls, router, log: log.child("transport") });
   const url = advertised(opts.host, server.port);
   const closers: (() => Promise<void>)[] = [];
-  const directoryUrl = opts.roles.includes("directory") ? url : opts.directoryUrl;
+  const directoryUrls = opts.roles.includes("directory") ? [url] : opts.directoryUrls;
   let storageId: string | undefined;
   try {
     if (opts.roles.includes("directory")) {
@@ -94,7 +120,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
       router.add(d.actor);
       closers.push(() => d.close());
     }
-    const linkInit = { url: directoryUrl, tls: opts.tls, router, expectRoles: ["directory"], what: "directory" } as const;
+    const linkInit = { urls: directoryUrls, tls: opts.tls, router, expectRoles: ["directory"], what: "directory" } as const;
     if (opts.roles.includes("lock")) {
       const lockLog = logger("lock", opts.label ?? "");
       let register: ((p: Peer) => Promise<void>) | undefined;
@@ -104,7 +130,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
       router.add(l.actor);
       link.start();
       closers.push(() => link.close(), () => l.close());
-      warnWhileDown(link, lockLog, directoryUrl);
+      warnWhileDown(link, lockLog);
     }
     if (opts.roles.includes("storage")) {
       const storeLog = logger("storage", opts.label ?? "");
@@ -119,7 +145,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
       router.add(s.actor);
       link.start();
       closers.push(() => link.close(), () => pool.close(), () => s.close());
-      warnWhileDown(link, storeLog, directoryUrl);
+      warnWhileDown(link, storeLog);
     }
     router.ready();
   } catch (err) {
@@ -143,9 +169,9 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
 }
 
 /** Says once, clearly, when the directory cannot be reached, instead of a line per retry. */
-function warnWhileDown(link: Link, log: Logger, url: string): void {
+function warnWhileDown(link: Link, log: Logger): void {
   setTimeout(() => {
-    if (!link.up && link.lastError) log.warn("directory unreachable, retrying", { url, cause: link.lastError.message });
+    if (!link.up && link.lastError) log.warn("directory unreachable, retrying", { url: link.url, cause: link.lastError.message });
   }, 3000).unref();
 }
 

@@ -23,7 +23,7 @@ export async function runLocal(init: LocalInit): Promise<number> {
   if (!existsSync(path.join(certDir, "ca.crt"))) await initCerts({ dir: certDir });
   const host = "127.0.0.1";
   const common = {
-    host, port: 0, directoryUrl: "", replicas: init.replicas, minReplicas: init.replicas,
+    host, port: 0, directoryUrls: [], replicas: init.replicas, minReplicas: init.replicas,
     deadAfterMs: 30_000, chunkSize: 4 * 1024 * 1024, zone: "",
   };
   const nodes: RunningNode[] = [];
@@ -33,7 +33,7 @@ export async function runLocal(init: LocalInit): Promise<number> {
   try {
     const dir = await startNode({ ...common, roles: ["directory"], dataDir: path.join(init.dataDir, "directory"), tls: loadCerts(certDir, "directory"), label: "directory" });
     nodes.push(dir);
-    const withDir = { ...common, directoryUrl: dir.url };
+    const withDir = { ...common, directoryUrls: [dir.url] };
     nodes.push(await startNode({ ...withDir, roles: ["lock"], dataDir: path.join(init.dataDir, "lock"), tls: loadCerts(certDir, "lock"), label: "lock" }));
     for (let i = 1; i <= init.storage; i++) {
       nodes.push(await startNode({
@@ -44,7 +44,7 @@ export async function runLocal(init: LocalInit): Promise<number> {
       process.stderr.write(`local cluster: directory ${dir.url}, lock, ${init.storage} storage nodes; data in ${init.dataDir}\n`);
     }
     return await runClient({
-      directoryUrl: dir.url,
+      directoryUrls: [dir.url],
       tls: loadCerts(certDir, "client"),
       cacheDir: path.join(init.dataDir, "cache"),
       log: logger("client"),

@@ -50,7 +50,7 @@ async function nextCheckpoint(c: Cluster, from: number): Promise<{ pid: number; 
 test("a killed checkpointer is retried; a directory killed during a checkpoint restarts with every acknowledged write", { timeout: 300_000 }, async (t) => {
   const c = await startCluster(t, { storage: 3, directoryArgs: ["--snapshot-every", "30"] });
   const meta = path.join(c.root, "directory", "meta");
-  const client = new DfsClient({ directoryUrl: c.dirUrl, tls: loadCerts(c.certs, "client"), cacheDir: path.join(tmpDir(t), "cache"), log: logger("test") });
+  const client = new DfsClient({ directoryUrls: [c.dirUrl], tls: loadCerts(c.certs, "client"), cacheDir: path.join(tmpDir(t), "cache"), log: logger("test") });
   t.after(() => client.close());
   const acked = new Map<string, string>();
   let stop = false;

@@ -75,7 +75,7 @@ test("a lock lost while the session was paused stays lost until `lock` is run ag
 test("a write right after the directory restarts waits for the storage nodes to reconnect instead of failing", async (t) => {
   const c = await startCluster(t, { storage: 2 });
   const work = tmpDir(t);
-  const client = new DfsClient({ directoryUrl: c.dirUrl, tls: loadCerts(c.certs, "client"), cacheDir: path.join(work, "cache"), log: logger("client") });
+  const client = new DfsClient({ directoryUrls: [c.dirUrl], tls: loadCerts(c.certs, "client"), cacheDir: path.join(work, "cache"), log: logger("client") });
   t.after(() => client.close());
   await client.write("/before", [Buffer.from("one")]);
   const port = Number(new URL(c.dirUrl).port);

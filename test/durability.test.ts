@@ -25,7 +25,7 @@ async function writeStream(client: DfsClient, stop: () => boolean, acked: Map<st
 
 async function crashDirectoryDuringWrites(t: test.TestContext, c: Cluster, afterCrash?: () => void) {
   const work = tmpDir(t);
-  const client = new DfsClient({ directoryUrl: c.dirUrl, tls: loadCerts(c.certs, "client"), cacheDir: path.join(work, "cache"), log: logger("test") });
+  const client = new DfsClient({ directoryUrls: [c.dirUrl], tls: loadCerts(c.certs, "client"), cacheDir: path.join(work, "cache"), log: logger("test") });
   t.after(() => client.close());
   const acked = new Map<string, string>();
   let stop = false;

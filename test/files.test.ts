@@ -66,7 +66,7 @@ test("the cache: an unchanged file fetches no chunk; a rewritten chunk is the on
   fs.writeFileSync(path.join(work, "f"), data);
   assert.equal((await c.client(["write", "/f", "f"], { cwd: work })).code, 0);
 
-  const client = new DfsClient({ directoryUrl: c.dirUrl, tls: loadCerts(c.certs, "client"), cacheDir: path.join(work, "cache"), log: logger("test") });
+  const client = new DfsClient({ directoryUrls: [c.dirUrl], tls: loadCerts(c.certs, "client"), cacheDir: path.join(work, "cache"), log: logger("test") });
   t.after(() => client.close());
   const read = async () => {
     const parts: Buffer[] = [];

@@ -98,7 +98,7 @@ test("a write whose chunks are collected between upload and commit is written ag
   // The client reaches the directory through a proxy that holds its first commit past the grace period.
   const viaProxy = await HoldingProxy.start(t, { upstream: c.dirUrl, serverTls: loadCerts(c.certs, "directory"), clientTls: loadCerts(c.certs, "client") });
   viaProxy.hold((dir, type) => dir === "up" && type === "dir.commit");
-  const client = new DfsClient({ directoryUrl: viaProxy.url, tls: loadCerts(c.certs, "client"), cacheDir: path.join(work, "cache"), log: logger("client") });
+  const client = new DfsClient({ directoryUrls: [viaProxy.url], tls: loadCerts(c.certs, "client"), cacheDir: path.join(work, "cache"), log: logger("client") });
   t.after(() => client.close());
   const x = randomBytes(2 * CHUNK);
   let opened = 0;

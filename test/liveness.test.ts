@@ -140,7 +140,7 @@ test("an abort is CANCELLED and a deadline TIMEOUT, on every request path", asyn
   assert.equal(await aborted, "CANCELLED");
   assert.equal(await outcome(ch.request("t.never", {}, { signal: AbortSignal.abort() })), "CANCELLED");
 
-  const link = new Link({ url: server.url, tls, log }).start();
+  const link = new Link({ urls: [server.url], tls, log }).start();
   t.after(() => link.close());
   assert.equal(await outcome(link.request("t.never", {}, { timeoutMs: 100 })), "TIMEOUT");
   const la = new AbortController();
@@ -156,7 +156,7 @@ test("an abort is CANCELLED and a deadline TIMEOUT, on every request path", asyn
 
   // A link that cannot come up: its waiters end UNAVAILABLE at their deadline, or CANCELLED at once.
   await server.close();
-  const down = new Link({ url: server.url, tls, log, minBackoffMs: 20, maxBackoffMs: 50 }).start();
+  const down = new Link({ urls: [server.url], tls, log, minBackoffMs: 20, maxBackoffMs: 50 }).start();
   t.after(() => down.close());
   assert.equal(await outcome(down.request("t.never", {}, { timeoutMs: 200 })), "UNAVAILABLE");
   const da = new AbortController();

@@ -25,7 +25,7 @@ test("many clients racing for one lock, past a thousand grants and through a loc
   await c.startLock();
   await lockUrl(c);
   const clients = Array.from({ length: 12 }, (_, i) => new DfsClient({
-    directoryUrl: c.dirUrl, tls: loadCerts(c.certs, "client"), cacheDir: path.join(work, `c${i}`), log: logger(`c${i}`),
+    directoryUrls: [c.dirUrl], tls: loadCerts(c.certs, "client"), cacheDir: path.join(work, `c${i}`), log: logger(`c${i}`),
   }));
   t.after(() => Promise.all(clients.map((x) => x.close())));
   const held: { who: number; token: number; from: number; to: number }[] = [];
@@ -93,7 +93,7 @@ test("while a path is leased, only its holder may change it: rm, mv, commits and
   assert.equal((await put("/p", "holder's data")).code, 0);
   assert.equal((await put("/other", "other data")).code, 0);
   const tls = loadCerts(c.certs, "client");
-  const holder = new DfsClient({ directoryUrl: c.dirUrl, tls, cacheDir: path.join(work, "h"), log: logger("holder") });
+  const holder = new DfsClient({ directoryUrls: [c.dirUrl], tls, cacheDir: path.join(work, "h"), log: logger("holder") });
   t.after(() => holder.close());
   const lease = await holder.lock("/p");
 
@@ -143,7 +143,7 @@ test("a lock released while the directory was down stays released when the direc
   const c = await startCluster(t, { storage: 1 });
   const work = tmpDir(t);
   // A long lease: were it taken back from the directory, it would outlast the test.
-  const mk = (n: string) => new DfsClient({ directoryUrl: c.dirUrl, tls: loadCerts(c.certs, "client"), cacheDir: path.join(work, n), log: logger(n), lockTtlMs: 120_000 });
+  const mk = (n: string) => new DfsClient({ directoryUrls: [c.dirUrl], tls: loadCerts(c.certs, "client"), cacheDir: path.join(work, n), log: logger(n), lockTtlMs: 120_000 });
   const [a, b] = [mk("a"), mk("b")];
   t.after(() => Promise.all([a.close(), b.close()]));
   await a.lock("/r");
@@ -160,7 +160,7 @@ test("a lock released while the directory was down stays released when the direc
 test("a lock granted after waiting longer than a lease is held from the grant on, not lost at once", async (t) => {
   const c = await startCluster(t, { storage: 2 });
   const work = tmpDir(t);
-  const mk = (n: string) => new DfsClient({ directoryUrl: c.dirUrl, tls: loadCerts(c.certs, "client"), cacheDir: path.join(work, n), log: logger(n), lockTtlMs: 1000 });
+  const mk = (n: string) => new DfsClient({ directoryUrls: [c.dirUrl], tls: loadCerts(c.certs, "client"), cacheDir: path.join(work, n), log: logger(n), lockTtlMs: 1000 });
   const [a, b] = [mk("a"), mk("b")];
   t.after(() => Promise.all([a.close(), b.close()]));
   await a.lock("/q");

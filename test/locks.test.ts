@@ -46,8 +46,8 @@ test("a lock holder killed with -9 no longer blocks others; a stale fencing toke
 
   // Fencing: A's lock is lost, B writes with a newer token, then A's late commit must be refused.
   const tls = loadCerts(c.certs, "client");
-  const A = new DfsClient({ directoryUrl: c.dirUrl, tls, cacheDir: path.join(work, "ca"), log: logger("A"), lockTtlMs: 500 });
-  const B = new DfsClient({ directoryUrl: c.dirUrl, tls, cacheDir: path.join(work, "cb"), log: logger("B") });
+  const A = new DfsClient({ directoryUrls: [c.dirUrl], tls, cacheDir: path.join(work, "ca"), log: logger("A"), lockTtlMs: 500 });
+  const B = new DfsClient({ directoryUrls: [c.dirUrl], tls, cacheDir: path.join(work, "cb"), log: logger("B") });
   t.after(() => A.close());
   t.after(() => B.close());
   const leaseA = await A.lock("/g");
@@ -65,7 +65,7 @@ test("a waiting writer gets the lock when the lease of a silent holder ends", as
   const c = await startCluster(t, { storage: 2 });
   const tls = loadCerts(c.certs, "client");
   const work = tmpDir(t);
-  const A = new DfsClient({ directoryUrl: c.dirUrl, tls, cacheDir: path.join(work, "a"), log: logger("A"), lockTtlMs: 1000 });
+  const A = new DfsClient({ directoryUrls: [c.dirUrl], tls, cacheDir: path.join(work, "a"), log: logger("A"), lockTtlMs: 1000 });
   t.after(() => A.close());
   // Take a lock over a raw connection that never renews: the lease must run out by itself.
   const lockUrl = (await A.status()).nodes.find((n) => n.role === "lock")!.url;

@@ -14,7 +14,7 @@ import { runDfs, spawnDfs, startCluster, tmpDir, type Cluster } from "./helpers/
 const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 
 function clientOf(t: test.TestContext, c: Cluster): DfsClient {
-  const client = new DfsClient({ directoryUrl: c.dirUrl, tls: loadCerts(c.certs, "client"), cacheDir: path.join(tmpDir(t), "cache"), log: logger("test") });
+  const client = new DfsClient({ directoryUrls: [c.dirUrl], tls: loadCerts(c.certs, "client"), cacheDir: path.join(tmpDir(t), "cache"), log: logger("test") });
   t.after(() => client.close());
   return client;
 }

@@ -10,7 +10,7 @@ import { Link } from "../src/transport/link.js";
 import { listen } from "../src/transport/server.js";
 import { logger } from "../src/log.js";
 import { WebSocket } from "ws";
-import { tmpDir, waitFor } from "./helpers/cluster.js";
+import { freeAddress, tmpDir, waitFor } from "./helpers/cluster.js";
 
 const log = logger("test");
 const any = (b: unknown) => b;
@@ -121,7 +121,7 @@ test("a link reconnects with backoff and re-registers after the server restarts"
   let server = await listen({ host: "127.0.0.1", port: 0, tls: loadCerts(certs, "directory"), router, log });
   const port = server.port;
   const link = new Link({
-    url: server.url, tls: loadCerts(certs, "storage"), log, minBackoffMs: 20, maxBackoffMs: 200,
+    urls: [server.url], tls: loadCerts(certs, "storage"), log, minBackoffMs: 20, maxBackoffMs: 200,
     onConnect: async (p) => void (await p.request("t.register", {})),
   }).start();
   t.after(() => link.close());
@@ -131,6 +131,52 @@ test("a link reconnects with backoff and re-registers after the server restarts"
   server = await listen({ host: "127.0.0.1", port, tls: loadCerts(certs, "directory"), router, log });
   t.after(() => server.close());
   await waitFor(() => registrations === 2 && link.up, "re-registration");
+});
+
+test("a link with several addresses comes up on one that answers and moves to the next when it fails", async (t) => {
+  const certs = path.join(tmpDir(t), "certs");
+  await initCerts({ dir: certs });
+  const spare = await freeAddress();
+  /** A server counting the registrations it received. */
+  const serve = async (port: number) => {
+    const counter = { registrations: 0 };
+    const router = new Router();
+    router.add(new Actor({ name: "t", prefix: "t.", concurrency: 1, handlers: { "t.register": { allow: ["storage"], parse: any, handle: () => ++counter.registrations } } }));
+    router.ready();
+    const server = await listen({ host: "127.0.0.1", port, tls: loadCerts(certs, "directory"), router, log });
+    t.after(() => server.close());
+    return { server, counter };
+  };
+  const a = await serve(0);
+  // Nothing listens at the first address: the link must not stop there.
+  const link = new Link({
+    urls: [spare, a.server.url], tls: loadCerts(certs, "storage"), log, minBackoffMs: 20, maxBackoffMs: 200,
+    onConnect: async (p) => void (await p.request("t.register", {})),
+  }).start();
+  t.after(() => link.close());
+  await link.ready({ failFast: true, timeoutMs: 5000 });
+  assert.equal(link.url, a.server.url);
+  await waitFor(() => a.counter.registrations === 1, "registered at the address that answers");
+  // The server goes away for good and another comes up at the first address: the link follows and registers there.
+  await a.server.close();
+  const b = await serve(Number(new URL(spare).port));
+  await waitFor(() => b.counter.registrations === 1 && link.up, "re-registered at the other address");
+  assert.equal(link.url, spare);
+  assert.equal(a.counter.registrations, 1);
+  assert.equal(await link.request("t.register", {}), 2, "requests go to the address the link holds now");
+});
+
+test("a link none of whose addresses answers fails fast with the cause for each", async (t) => {
+  const certs = path.join(tmpDir(t), "certs");
+  await initCerts({ dir: certs });
+  const [x, y] = [await freeAddress(), await freeAddress()];
+  const link = new Link({ urls: [x, y], tls: loadCerts(certs, "client"), log, what: "directory" }).start();
+  t.after(() => link.close());
+  const started = Date.now();
+  const err: DfsError = await link.ready({ failFast: true, timeoutMs: 30_000 }).then(() => assert.fail("came up"), (e: DfsError) => e);
+  assert.equal(err.code, "UNAVAILABLE");
+  assert.ok(err.message.includes(x) && err.message.includes(y), err.message);
+  assert.ok(Date.now() - started < 10_000, "one round over the addresses, not the whole deadline");
 });
 
 test("a large binary body leaves in two fragments that decode to the same envelope, copying nothing", () => {

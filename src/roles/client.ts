@@ -8,10 +8,11 @@ import { runCommand, type Io } from "./client/commands.js";
 import { repl } from "./client/repl.js";
 
 export { DfsClient } from "./client/client.js";
-export type { ClientInit } from "./client/client.js";
+export type { ClientInit, ClusterStatus } from "./client/client.js";
 
 export interface ClientRun {
-  directoryUrl: string;
+  /** Addresses of the directory (one or more). */
+  directoryUrls: readonly string[];
   tls: TlsMaterial;
   cacheDir?: string;
   cacheBytes?: number;
@@ -34,7 +35,7 @@ export function defaultCacheDir(): string {
  */
 export async function runClient(run: ClientRun): Promise<number> {
   const client = new DfsClient({
-    directoryUrl: run.directoryUrl,
+    directoryUrls: run.directoryUrls,
     tls: run.tls,
     cacheDir: run.cacheDir ?? defaultCacheDir(),
     cacheBytes: run.cacheBytes,

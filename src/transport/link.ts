@@ -8,8 +8,11 @@ import { connect, type ConnectInit } from "./connect.js";
  * a few seconds is not taken for a dead one.
  */
 export interface LinkInit extends ConnectInit {
-  url: string;
-  /** Runs on every (re)connect before the link counts as up, e.g. to register; a throw drops the connection and retries. */
+  /** Addresses of equivalent servers (e.g. several directory processes); the link holds one at a time. */
+  urls: readonly string[];
+  /** Index into `urls` of the address tried first (default 0), so that many clients can spread over the servers. */
+  startAt?: number;
+  /** Runs on every (re)connect before the link counts as up, e.g. to register; a throw drops the connection and moves on. */
   onConnect?: (peer: Peer) => Promise<void>;
   onUp?: (peer: Peer) => void;
   onDown?: (err?: DfsError) => void;
@@ -18,32 +21,57 @@ export interface LinkInit extends ConnectInit {
 }
 
 /**
- * A persistent outbound connection: reconnects with exponential backoff and full jitter,
- * re-runs onConnect (registration) on every reconnect, and lets callers wait until it is up.
+ * A persistent outbound connection to one of several equivalent addresses. When the connection fails (refused,
+ * TLS, a registration that throws, a heartbeat timeout, closed) it moves to the next address at once; only after
+ * a full round of failures does it wait, with exponential backoff and full jitter. onConnect (registration)
+ * runs again on every connection, whichever address it reached. Callers can wait until it is up.
  */
 export class Link {
   private channel?: Channel;
   private readonly waiters = new Set<() => void>();
   private closed = false;
-  private attempt = 0;
+  private readonly urls: readonly string[];
+  /** The address connected to, or being tried. */
+  private index: number;
+  /** Failures since the link was last up or the last full round ended; a full round earns a backoff. */
+  private failedInRound = 0;
+  /** Full rounds of failures in a row: the backoff's exponent. */
+  private rounds = 0;
   private timer?: NodeJS.Timeout;
   private abort = new AbortController();
-  /** Why the last attempt failed, for errors given to callers while the link is down. */
+  /** Why the last attempt at each address failed, while none is up. */
+  private readonly failures = new Map<string, DfsError>();
+  /** Why the link is down, for errors given to callers meanwhile: the last failure of every address. */
   lastError?: DfsError;
   private everUp = false;
-
-  constructor(private readonly init: LinkInit) {}
-
-  private firstAttempt?: Promise<void>;
+  /** Settles once the link was first up, or once its first full round failed. */
+  private firstRound?: Promise<void>;
+  private endFirstRound?: () => void;
   private firstDone = false;
 
+  constructor(private readonly init: LinkInit) {
+    if (init.urls.length === 0) throw new RangeError("a link needs at least one address");
+    this.urls = [...init.urls];
+    this.index = Math.abs(Math.trunc(init.startAt ?? 0)) % this.urls.length;
+  }
+
   start(): this {
-    this.firstAttempt = this.dial().finally(() => (this.firstDone = true));
+    this.firstRound = new Promise<void>((resolve) => (this.endFirstRound = resolve)).finally(() => (this.firstDone = true));
+    void this.dial();
     return this;
   }
 
   get up(): Peer | undefined {
     return this.channel && !this.channel.closed ? this.channel : undefined;
+  }
+
+  /** The address in use, or the one being tried while the link is down. */
+  get url(): string {
+    return this.urls[this.index]!;
+  }
+
+  private get where(): string {
+    return this.urls.join(" or ");
   }
 
   /**
@@ -52,20 +80,20 @@ export class Link {
    */
   async ready(opts: RequestOptions & { failFast?: boolean } = {}): Promise<Peer> {
     const deadline = Date.now() + (opts.timeoutMs ?? 10_000);
-    const cancelled = new DfsError("CANCELLED", `waiting for the link to ${this.init.url} was cancelled`, { cause: opts.signal?.reason });
-    // A link that never came up and whose first attempt failed is most likely misconfigured: say so now.
+    const cancelled = new DfsError("CANCELLED", `waiting for the link to ${this.where} was cancelled`, { cause: opts.signal?.reason });
+    // A link that never came up and whose every address failed is most likely misconfigured: say so now.
     const failFast = opts.failFast && !this.everUp;
     for (;;) {
       const up = this.up;
       if (up) return up;
-      if (this.closed) throw new DfsError("UNAVAILABLE", `link to ${this.init.url} is closed`);
+      if (this.closed) throw new DfsError("UNAVAILABLE", `link to ${this.where} is closed`);
       if (opts.signal?.aborted) throw cancelled;
       if (failFast && this.firstDone && this.lastError) throw this.lastError;
       if (Date.now() >= deadline) {
-        const cause = this.lastError ? this.lastError.message : `cannot reach ${this.init.what ?? "node"} at ${this.init.url}`;
+        const cause = this.lastError ? this.lastError.message : `cannot reach ${this.init.what ?? "node"} at ${this.where}`;
         throw new DfsError("UNAVAILABLE", cause, { cause: this.lastError });
       }
-      await this.nap(deadline, opts.signal, failFast && !this.firstDone ? this.firstAttempt : undefined);
+      await this.nap(deadline, opts.signal, failFast && !this.firstDone ? this.firstRound : undefined);
     }
   }
 
@@ -79,7 +107,7 @@ export class Link {
 
   async tell(type: string, body: unknown): Promise<void> {
     const peer = this.up;
-    if (!peer) throw new DfsError("UNAVAILABLE", `link to ${this.init.url} is down`);
+    if (!peer) throw new DfsError("UNAVAILABLE", `link to ${this.where} is down`);
     return peer.tell(type, body);
   }
 
@@ -88,6 +116,7 @@ export class Link {
     this.abort.abort();
     clearTimeout(this.timer);
     this.channel?.close();
+    this.endFirstRound?.();
     for (const w of [...this.waiters]) w();
   }
 
@@ -109,42 +138,72 @@ export class Link {
 
   private async dial(): Promise<void> {
     if (this.closed) return;
+    const url = this.url;
     let ch: Channel | undefined;
     try {
-      ch = await connect(this.init.url, { ...this.init, signal: this.abort.signal });
+      ch = await connect(url, { ...this.init, signal: this.abort.signal });
       if (this.init.onConnect) await this.init.onConnect(ch);
     } catch (err) {
       ch?.close();
-      this.lastError = toDfsError(err);
-      this.init.log.debug("link attempt failed", { url: this.init.url, attempt: this.attempt, err: this.lastError.message });
-      this.retry();
+      this.failed(url, toDfsError(err));
       return;
     }
     if (this.closed) return ch.close();
-    this.attempt = 0;
+    this.failedInRound = 0;
+    this.rounds = 0;
+    this.failures.clear();
     this.lastError = undefined;
     this.everUp = true;
     this.channel = ch;
-    this.init.log.info("link up", { url: this.init.url, role: ch.role });
+    this.init.log.info("link up", { url, role: ch.role });
     this.init.onUp?.(ch);
+    this.endFirstRound?.();
     for (const w of [...this.waiters]) w();
     ch.onClose(() => {
       if (this.channel === ch) this.channel = undefined;
       if (this.closed) return;
-      this.init.log.warn("link down", { url: this.init.url });
+      this.init.log.warn("link down", { url });
       this.init.onDown?.();
-      this.retry();
+      this.moveOn();
     });
   }
 
-  private retry(): void {
+  private failed(url: string, err: DfsError): void {
+    this.failures.set(url, err);
+    this.lastError = this.urls.length === 1 ? err : this.combined();
+    this.init.log.debug("link attempt failed", { url, round: this.rounds, err: err.message });
+    this.moveOn();
+  }
+
+  /** One error naming why each address failed, in the order they are tried. */
+  private combined(): DfsError {
+    const causes = this.urls.flatMap((u) => {
+      const e = this.failures.get(u);
+      return e ? [e.message] : [];
+    });
+    const what = this.init.what ?? "node";
+    return new DfsError("UNAVAILABLE", `cannot reach the ${what} at any of its ${this.urls.length} addresses: ${causes.join("; ")}`, {
+      cause: this.failures.get(this.url),
+    });
+  }
+
+  /** Tries the next address at once, or, after a full round of failures, waits first. */
+  private moveOn(): void {
     if (this.closed) return;
-    const min = this.init.minBackoffMs ?? 100;
-    const max = this.init.maxBackoffMs ?? 5000;
-    const ceiling = Math.min(max, min * 2 ** Math.min(this.attempt, 16));
-    this.attempt++;
-    // Full jitter: many nodes restarting together must not reconnect in lockstep.
-    this.timer = setTimeout(() => void this.dial(), min / 2 + Math.random() * ceiling);
+    this.index = (this.index + 1) % this.urls.length;
+    this.failedInRound++;
+    let delay = 0;
+    if (this.failedInRound >= this.urls.length) {
+      this.failedInRound = 0;
+      if (!this.everUp) this.endFirstRound?.();
+      const min = this.init.minBackoffMs ?? 100;
+      const max = this.init.maxBackoffMs ?? 5000;
+      const ceiling = Math.min(max, min * 2 ** Math.min(this.rounds, 16));
+      this.rounds++;
+      // Full jitter: many nodes restarting together must not reconnect in lockstep.
+      delay = min / 2 + Math.random() * ceiling;
+    }
+    this.timer = setTimeout(() => void this.dial(), delay);
     this.timer.unref?.();
   }
 }

@@ -52,7 +52,7 @@ const { values: opts } = parseArgs({
   options: { directory: { type: "string" }, certs: { type: "string" }, cache: { type: "string" }, name: { type: "string" } },
 });
 const client = new DfsClient({
-  directoryUrl: opts.directory!,
+  directoryUrls: opts.directory!.split(","),
   tls: loadCerts(opts.certs!, "client"),
   cacheDir: opts.cache!,
   log: logger(opts.name ?? "chaos-client"),

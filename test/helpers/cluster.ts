@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import fs from "node:fs";
+import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import type { TestContext } from "node:test";
@@ -37,6 +38,18 @@ export function tmpDir(t: TestContext, prefix = "dfs-test-"): string {
     }
   });
   return dir;
+}
+
+/**
+ * A loopback address where nothing listens (a port the system just handed out and took back), for a server
+ * that is to start there later, or never.
+ */
+export async function freeAddress(): Promise<string> {
+  const srv = net.createServer();
+  await new Promise<void>((resolve) => srv.listen(0, "127.0.0.1", resolve));
+  const { port } = srv.address() as net.AddressInfo;
+  await new Promise<void>((resolve) => srv.close(() => resolve()));
+  return `wss://127.0.0.1:${port}`;
 }
 
 /** Polls `fn` until it returns a truthy value; fails with `what` after the deadline. */
@@ -166,6 +179,11 @@ export interface ClusterOptions {
   replicas?: number;
   directoryArgs?: string[];
   storageArgs?: (i: number) => string[];
+  /**
+   * The --directory list every node and client gets, made from the first directory's address (default: that
+   * address alone), e.g. `(a) => [a, spare]` for a directory that is to move to `spare`.
+   */
+  directories?: (first: string) => string[];
   /** How every node and client of the cluster is started (default: {@link dfsCommand}, in ROOT). */
   exec?: DfsExec;
 }
@@ -189,6 +207,12 @@ export class Cluster {
   }
 
   private lastDirUrl = "";
+  private dirList?: string[];
+
+  /** What nodes and clients get as --directory: the list of {@link ClusterOptions.directories}, or {@link dirUrl}. */
+  get directoryArg(): string {
+    return this.dirList?.join(",") ?? this.dirUrl;
+  }
 
   async startDirectory(port = 0): Promise<void> {
     this.directory = spawnDfs(this.t, [
@@ -199,14 +223,14 @@ export class Cluster {
   }
 
   async startLock(): Promise<void> {
-    this.lock = spawnDfs(this.t, ["--role", "lock", "--port", "0", "--data", path.join(this.root, "lock"), "--certs", this.certs, "--directory", this.dirUrl], this.opts.exec);
+    this.lock = spawnDfs(this.t, ["--role", "lock", "--port", "0", "--data", path.join(this.root, "lock"), "--certs", this.certs, "--directory", this.directoryArg], this.opts.exec);
     await this.lock.listening();
   }
 
   async startStorage(i: number): Promise<Proc> {
     const p = spawnDfs(this.t, [
       "--role", "storage", "--port", "0", "--data", path.join(this.root, `storage-${i}`), "--certs", this.certs,
-      "--directory", this.dirUrl, ...(this.opts.storageArgs?.(i) ?? []),
+      "--directory", this.directoryArg, ...(this.opts.storageArgs?.(i) ?? []),
     ], this.opts.exec);
     this.storage[i] = p;
     await p.listening();
@@ -216,6 +240,7 @@ export class Cluster {
   async start(): Promise<this> {
     await initCerts({ dir: this.certs });
     await this.startDirectory();
+    this.dirList = this.opts.directories?.(this.dirUrl);
     await Promise.all([this.startLock(), ...Array.from({ length: this.opts.storage ?? 3 }, (_, i) => this.startStorage(i))]);
     await this.waitUp(this.opts.storage ?? 3);
     return this;
@@ -232,7 +257,7 @@ export class Cluster {
 
   /** Runs a one-shot client command. */
   client(args: string[], opts: { stdin?: string | Buffer; cwd?: string; cache?: string } = {}): Promise<RunResult> {
-    return runDfs(this.t, ["--role", "client", "--directory", this.dirUrl, "--certs", this.certs, "--cache", opts.cache ?? path.join(this.root, "cache"), ...args], {
+    return runDfs(this.t, ["--role", "client", "--directory", this.directoryArg, "--certs", this.certs, "--cache", opts.cache ?? path.join(this.root, "cache"), ...args], {
       ...this.opts.exec,
       ...(opts.stdin !== undefined ? { stdin: opts.stdin } : {}),
       ...(opts.cwd !== undefined ? { cwd: opts.cwd } : {}),
@@ -241,7 +266,7 @@ export class Cluster {
 
   /** Starts an interactive client session (the REPL) whose cache lives in `cache`. */
   session(cache: string, opts: { cwd?: string } = {}): Proc {
-    return spawnDfs(this.t, ["--role", "client", "--directory", this.dirUrl, "--certs", this.certs, "--cache", cache], { ...this.opts.exec, ...opts });
+    return spawnDfs(this.t, ["--role", "client", "--directory", this.directoryArg, "--certs", this.certs, "--cache", cache], { ...this.opts.exec, ...opts });
   }
 
   async status(): Promise<StatusReply> {

@@ -17,7 +17,9 @@ export class HoldingProxy {
   private readonly seen: string[] = [];
   private holdIf: (dir: Direction, type: string) => boolean = () => false;
 
-  private constructor(readonly url: string, private readonly close: () => Promise<void>) {}
+  private closing?: Promise<void>;
+
+  private constructor(readonly url: string, private readonly stop: () => Promise<void>) {}
 
   static async start(t: TestContext, init: { upstream: string; serverTls: TlsMaterial; clientTls: TlsMaterial }): Promise<HoldingProxy> {
     const server = https.createServer({ ...init.serverTls, requestCert: true, rejectUnauthorized: true, minVersion: "TLSv1.3" });
@@ -58,6 +60,12 @@ export class HoldingProxy {
     });
     t.after(() => proxy.close());
     return proxy;
+  }
+
+  /** Drops every connection and stops listening: the address then refuses connections. */
+  close(): Promise<void> {
+    this.closing ??= this.stop();
+    return this.closing;
   }
 
   /** From now on, requests of a matching type are held back (replies always pass). */

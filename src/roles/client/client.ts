@@ -1,7 +1,8 @@
+import { randomInt } from "node:crypto";
 import { MAX_COMMIT_FILES, type CommitReply, type FileInfo, type HelloReply, type ListEntry, type StatusReply } from "../../protocol/directory.js";
 import { normalizePath } from "../../protocol/common.js";
 import { DfsError, toDfsError } from "../../protocol/errors.js";
-import type { RequestOptions } from "../../transport/actor.js";
+import type { Peer, RequestOptions } from "../../transport/actor.js";
 import { Link } from "../../transport/link.js";
 import { Pool } from "../../transport/pool.js";
 import type { TlsMaterial } from "../../transport/tls.js";
@@ -13,7 +14,8 @@ import { LockManager } from "./locks.js";
 import { download, upload, type Source, type TransferCtx, type TransferStats, type Uploaded } from "./transfer.js";
 
 export interface ClientInit {
-  directoryUrl: string;
+  /** Addresses of the directory; the client starts at a random one and moves to the next when it fails. */
+  directoryUrls: readonly string[];
   tls: TlsMaterial;
   cacheDir: string;
   /** Cache size bound in bytes; default 1 GiB. */
@@ -33,6 +35,11 @@ interface Staged extends Uploaded {
   path: string;
   token: number;
   baseVersion: number;
+}
+
+/** `status` as the client reports it: the directory's answer and the address that reached it. */
+export interface ClusterStatus extends StatusReply {
+  directory: StatusReply["directory"] & { reachedAt: string };
 }
 
 /** Directory requests that change nothing (a placement only reserves a generation): asking again is harmless. */
@@ -59,7 +66,9 @@ export class DfsClient {
 
   constructor(private readonly init: ClientInit) {
     const common = { tls: init.tls, log: init.log, timeoutMs: 10_000 };
-    this.dirLink = new Link({ ...common, url: init.directoryUrl, expectRoles: ["directory"], what: "directory" }).start();
+    // A random first address, so that many clients spread over the directory processes.
+    const urls = init.directoryUrls;
+    this.dirLink = new Link({ ...common, urls, startAt: randomInt(Math.max(1, urls.length)), expectRoles: ["directory"], what: "directory" }).start();
     this.pool = new Pool({ ...common, expectRoles: ["storage", "directory"], what: "storage node" });
     this.cache = new ChunkCache(init.cacheDir, init.cacheBytes ?? 1024 ** 3, init.log.child("cache"));
     this.locks = new LockManager({
@@ -74,17 +83,22 @@ export class DfsClient {
     await this.dirLink.ready({ failFast: true });
   }
 
-  /**
-   * A request to the directory. One that only reads (or only places) is asked again while the directory is
-   * unavailable (restarting), until its deadline; a change whose answer was lost with the connection is
-   * reported as of unknown outcome, never retried.
-   */
   private async dir<T>(type: string, body: unknown, timeoutMs = 30_000): Promise<T> {
+    return (await this.ask<T>(type, body, timeoutMs)).reply;
+  }
+
+  /**
+   * A request to the directory, with the connection that answered it. One that only reads (or only places) is
+   * asked again while the directory is unavailable (restarting, or gone and the link moving to its next
+   * address), until its deadline; a change whose answer was lost with the connection is reported as of
+   * unknown outcome, never sent again: it may have been made before the connection went.
+   */
+  private async ask<T>(type: string, body: unknown, timeoutMs: number): Promise<{ reply: T; peer: Peer }> {
     const deadline = Date.now() + timeoutMs;
     for (let attempt = 0; ; attempt++) {
       const peer = await this.dirLink.ready({ failFast: true, timeoutMs: Math.max(100, deadline - Date.now()) });
       try {
-        return await peer.request<T>(type, body, { timeoutMs: Math.max(100, deadline - Date.now()) });
+        return { reply: await peer.request<T>(type, body, { timeoutMs: Math.max(100, deadline - Date.now()) }), peer };
       } catch (err) {
         const e = toDfsError(err);
         if (e.code !== "UNAVAILABLE") throw e;
@@ -115,8 +129,9 @@ export class DfsClient {
     return { directory: this.directory, pool: this.pool, cache: this.cache, log: this.init.log, stats: this.stats, window: this.init.window ?? 4, avoid: this.avoid };
   }
 
-  status(): Promise<StatusReply> {
-    return this.dir<StatusReply>("dir.status", {});
+  async status(): Promise<ClusterStatus> {
+    const { reply, peer } = await this.ask<StatusReply>("dir.status", {}, 30_000);
+    return { ...reply, directory: { ...reply.directory, reachedAt: peer.remote } };
   }
 
   stat(remote: string): Promise<FileInfo> {

@@ -1,5 +1,7 @@
 import type { ListEntry, StatusReply } from "../../protocol/directory.js";
 
+type Status = StatusReply & { directory: { reachedAt?: string } };
+
 export function bytes(n: number | null | undefined): string {
   if (n === null || n === undefined) return "-";
   const units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -23,11 +25,11 @@ function ago(iso: string): string {
 }
 
 /** The human form of `status`. */
-export function formatStatus(s: StatusReply): string {
+export function formatStatus(s: Status): string {
   const up = s.nodes.filter((n) => n.role === "storage" && n.state === "up").length;
   const storage = s.nodes.filter((n) => n.role === "storage").length;
   const lines = [
-    `directory ${s.directory.url}  replicas ${s.directory.replicas} (min ${s.directory.minReplicas})  dead after ${s.directory.deadAfterSeconds}s`,
+    `directory ${s.directory.url}${reachedAt(s)}  replicas ${s.directory.replicas} (min ${s.directory.minReplicas})  dead after ${s.directory.deadAfterSeconds}s`,
     `storage nodes ${up}/${storage} up  files ${s.files}  data ${bytes(s.bytes)}  chunks ${s.chunks}  under-replicated ${s.underReplicated}`,
     "",
   ];
@@ -45,6 +47,12 @@ export function formatStatus(s: StatusReply): string {
   }
   if (s.underReplicated > 0) lines.push("", `warning: ${s.underReplicated} chunk(s) have fewer than ${s.directory.replicas} live replicas`);
   return lines.join("\n");
+}
+
+/** Which of the client's addresses reached the directory, when it is not the one the directory gives itself. */
+function reachedAt(s: Status): string {
+  const at = s.directory.reachedAt;
+  return at && at !== s.directory.url ? ` (reached at ${at})` : "";
 }
 
 export function formatList(entries: ListEntry[]): string {

@@ -67,7 +67,7 @@ export class LockManager implements Upstream {
     if (this.link && lockUrl === this.url) return this.link;
     void this.link?.close();
     this.url = lockUrl;
-    this.link = new Link({ url: lockUrl, tls: this.init.tls, log: this.init.log, expectRoles: ["lock", "directory"], what: "lock service" }).start();
+    this.link = new Link({ urls: [lockUrl], tls: this.init.tls, log: this.init.log, expectRoles: ["lock", "directory"], what: "lock service" }).start();
     return this.link;
   }
 

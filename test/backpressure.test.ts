@@ -76,6 +76,26 @@ test("a deep queue of busy handlers lets the event loop turn instead of holding 
   assert.ok(atTimer < 100, `the loop turned after ${atTimer} of 400 handlers (about 10 ms of work), not at the end`);
 });
 
+test("a body that takes long to check is handled in a later turn of the event loop, still in arrival order", async (t) => {
+  const marks: string[] = [];
+  const spin = (ms: number) => {
+    const end = performance.now() + ms;
+    while (performance.now() < end);
+  };
+  const { server, tls } = await serve(t, {
+    "t.big": { allow: ["client"], parse: (b) => {
+      spin(20);
+      setImmediate(() => marks.push("turn")); // runs once the loop turns after this check
+      return b;
+    }, handle: () => void marks.push("big") },
+    "t.small": { allow: ["client"], parse: any, handle: () => void marks.push("small") },
+  });
+  const peer = await connect(server.url, { tls, log });
+  t.after(() => peer.close());
+  await Promise.all([peer.request("t.big", {}), peer.request("t.small", {})]);
+  assert.deepEqual(marks, ["turn", "big", "small"]);
+});
+
 test("a flood of deferred requests on one connection gets BUSY answers while another connection is served", async (t) => {
   const g = gate();
   let parked = 0;

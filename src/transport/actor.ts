@@ -58,9 +58,24 @@ interface Msg {
   peer: Peer;
 }
 
+/**
+ * A body whose check took longer than this is handled in a later turn of the event loop: checking and
+ * applying a large message (a 1,000-file commit) in one stop would hold back pongs and reads for both.
+ */
+const SPLIT_MS = 5;
+
+interface Waiting {
+  msg: Msg;
+  sender: number | undefined;
+  resolve: (v: unknown) => void;
+  reject: (e: unknown) => void;
+}
+
 /** A role's message handlers behind one mailbox: checks type, permission and shape before queueing. */
 export class Actor {
   private readonly mailbox: Mailbox<Msg>;
+  /** Messages checked but not yet posted; while any wait, later ones wait behind them, in order. */
+  private readonly waiting: Waiting[] = [];
 
   constructor(readonly init: ActorInit) {
     const capacity = init.capacity ?? 10_000;
@@ -80,20 +95,35 @@ export class Actor {
       return Promise.reject(new DfsError("FORBIDDEN", `a ${peer.role} certificate may not send ${type}`));
     }
     let parsed: unknown;
+    const started = performance.now();
     try {
       parsed = handler.parse(body);
     } catch (err) {
       return Promise.reject(err instanceof DfsError ? err : new DfsError("BAD_REQUEST", `bad ${type} body`, { cause: err }));
     }
-    return this.mailbox.post({ handler, body: parsed, peer }, peer.id);
+    const msg = { handler, body: parsed, peer };
+    if (this.waiting.length === 0 && performance.now() - started < SPLIT_MS) return this.mailbox.post(msg, peer.id);
+    return this.postLater(msg, peer.id);
+  }
+
+  private postLater(msg: Msg, sender: number | undefined): Promise<unknown> {
+    return new Promise((resolve, reject) => {
+      if (this.waiting.push({ msg, sender, resolve, reject }) > 1) return;
+      setImmediate(() => {
+        // Posted in arrival order; the first is handled now, in this turn, not in the one that checked it.
+        for (const w of this.waiting.splice(0)) this.mailbox.post(w.msg, w.sender).then(w.resolve, w.reject);
+      });
+    });
   }
 
   peerClosed(peer: Peer): void {
     const cb = this.init.onPeerClose;
     if (!cb) return;
     const handler: Handler = { allow: [], parse: (b) => b, handle: () => cb(peer) };
-    // A full mailbox must not lose a disconnect, so this bypasses the capacity check by retrying.
-    const post = (): void => void this.mailbox.post({ handler, body: undefined, peer }).catch((err: DfsError) => {
+    const msg = { handler, body: undefined, peer };
+    // A full mailbox must not lose a disconnect, so this bypasses the capacity check by retrying; and a
+    // disconnect must not overtake the peer's messages still waiting to be posted.
+    const post = (): void => void (this.waiting.length ? this.postLater(msg, undefined) : this.mailbox.post(msg)).catch((err: DfsError) => {
       if (err.code === "BUSY") setTimeout(post, 10);
     });
     post();

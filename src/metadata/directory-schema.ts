@@ -76,7 +76,11 @@ export const KEYS: Record<DirectoryTable, string[]> = {
  * of its own: CockroachDB limits what else a transaction that changes the schema may do.
  */
 export async function ensureDirectorySchema(tx: Tx): Promise<void> {
-  for (const statement of DDL) await tx.run(statement);
+  for (const statement of DDL) {
+    // Only what is missing: PostgreSQL answers "already exists, skipping" notices otherwise, on every start.
+    const name = /^CREATE (?:TABLE|INDEX) IF NOT EXISTS (\w+)/.exec(statement)![1]!;
+    if (!(await tableExists(tx, name))) await tx.run(statement);
+  }
   await tx.run("INSERT INTO meta(key, num) VALUES('schema_version', ?) ON CONFLICT(key) DO NOTHING", [DIRECTORY_SCHEMA_VERSION]);
   const version = await schemaVersion(tx);
   if (version !== DIRECTORY_SCHEMA_VERSION) {
@@ -91,7 +95,7 @@ export async function schemaVersion(tx: Tx): Promise<number | undefined> {
   return row ? Number(row[0]) : undefined;
 }
 
-/** Whether a table of that name is visible in the session's schema search path. */
+/** Whether a table (or index) of that name is visible in the session's schema search path. */
 export async function tableExists(tx: Tx, table: string): Promise<boolean> {
   return (await tx.get("SELECT to_regclass(?) IS NOT NULL", [table]))?.[0] === 1;
 }

@@ -3,7 +3,7 @@ import path from "node:path";
 import test, { type TestContext } from "node:test";
 import type { FileInfo, StatusReply } from "../src/protocol/directory.js";
 import { ensureDirectorySchema, namespaceHash, schemaVersion, type NamespaceRow } from "../src/metadata/directory-schema.js";
-import { pgNamespaceHash, sqliteNamespaceHash } from "../src/metadata/migrate-directory.js";
+import { migrateDirectory, pgNamespaceHash, sqliteNamespaceHash } from "../src/metadata/migrate-directory.js";
 import { openPostgres, type PostgresBackend } from "../src/metadata/postgres.js";
 import { logger } from "../src/log.js";
 import { openDatabase } from "../src/roles/directory/checkpoint.js";
@@ -145,6 +145,34 @@ test("migrate refuses damaged metadata as start-up does, pointing to recover; af
   const out = await ok(migrate(t, dataDir, pg.url), "migrate after recover");
   assert.match(out, /^migrated 5 files, 6 chunks, 6 replicas, cluster 00112233445566778899aabbccddeeff; namespace hash [0-9a-f]{64} matches\n$/);
   assert.deepEqual((await dumpFiles(pg)).map((f) => f.path), ["/f0", "/f1", "/f3", "/f4", "/f5"]);
+});
+
+test("migrate copies in batches with progress lines, and refuses a copy that was cut short", async (t) => {
+  const server = await startPostgres(t);
+  const dataDir = tmpDir(t, "dfs-migrate-");
+  await writeMeta(dataDir);
+  const pg = open(t, server.url);
+  await pg.transact((tx) => ensureDirectorySchema(tx));
+  await pg.transact((tx) => tx.run("INSERT INTO files VALUES('/half', 1, 1, 'aa', '[]', 0)"));
+  const opts = { dirs: [path.join(dataDir, "meta")], url: server.url, recoverHint: "dfs directory recover --data x" };
+  await assert.rejects(migrateDirectory(opts), (err: Error & { code?: string }) => {
+    assert.equal(err.code, "EXISTS");
+    assert.match(err.message, /already holds rows in files but no cluster id \(a migration cut short\? drop those tables and run it again\)/);
+    return true;
+  });
+
+  await server.query("DROP TABLE files, chunks, replicas, nodes, leases, tombstones, meta");
+  const lines: string[] = [];
+  const report = await migrateDirectory({ ...opts, batchRows: 2, progress: (l) => lines.push(l), progressEveryMs: 0 });
+  assert.deepEqual(report.rows, { files: 6, chunks: 6, replicas: 6, nodes: 1, leases: 0, tombstones: 0, meta: 4 });
+  assert.equal(report.cluster, "00112233445566778899aabbccddeeff");
+  assert.deepEqual(lines.at(-1), "copied 23 of 23 rows (meta)");
+  assert.equal(lines.length, 12); // three batches for each of files, chunks and replicas, one for nodes, two for meta
+  assert.deepEqual((await dumpFiles(server)).map((f) => f.path), ["/f0", "/f1", "/f2", "/f3", "/f4", "/f5"]);
+  const meta = await server.query("SELECT key, num, txt FROM meta ORDER BY key");
+  assert.deepEqual(meta.map((r) => [r.key, r.num === null ? null : Number(r.num), r.txt]), [
+    ["bytes", 60, null], ["chunks", 6, null], ["cluster", null, "00112233445566778899aabbccddeeff"], ["files", 6, null], ["schema_version", 1, null],
+  ]);
 });
 
 test("the namespace hash is the same over sql.js and PostgreSQL for the same rows, and differs when one row does", async (t) => {

@@ -142,8 +142,10 @@ test("migrate refuses damaged metadata as start-up does, pointing to recover; af
   assert.equal(await hasTables(pg), false);
 
   await ok(runDfs(t, ["directory", "recover", "--data", dataDir]), "recover");
-  const out = await ok(migrate(t, dataDir, pg.url), "migrate after recover");
-  assert.match(out, /^migrated 5 files, 6 chunks, 6 replicas, cluster 00112233445566778899aabbccddeeff; namespace hash [0-9a-f]{64} matches\n$/);
+  const done = await migrate(t, dataDir, pg.url);
+  assert.equal(done.code, 0, done.stderr);
+  assert.equal(done.stderr, "", "a short migration prints nothing but its summary");
+  assert.match(done.stdout, /^migrated 5 files, 6 chunks, 6 replicas, cluster 00112233445566778899aabbccddeeff; namespace hash [0-9a-f]{64} matches\n$/);
   assert.deepEqual((await dumpFiles(pg)).map((f) => f.path), ["/f0", "/f1", "/f3", "/f4", "/f5"]);
 });
 
@@ -173,6 +175,33 @@ test("migrate copies in batches with progress lines, and refuses a copy that was
   assert.deepEqual(meta.map((r) => [r.key, r.num === null ? null : Number(r.num), r.txt]), [
     ["bytes", 60, null], ["chunks", 6, null], ["cluster", null, "00112233445566778899aabbccddeeff"], ["files", 6, null], ["schema_version", 1, null],
   ]);
+});
+
+test("a copy that differs from the source fails the check", async (t) => {
+  const server = await startPostgres(t);
+  const dataDir = tmpDir(t, "dfs-migrate-");
+  await writeMeta(dataDir);
+  // The database itself skews what it is given, as a faulty copy would: the check must see it.
+  const skews = {
+    version: ["files", "IF NEW.path = '/f3' THEN NEW.version := NEW.version + 1; END IF; RETURN NEW;", /namespace hash [0-9a-f]{64}, the source [0-9a-f]{64}$/],
+    replica: ["replicas", "IF NEW.hash LIKE '4%' THEN RETURN NULL; END IF; RETURN NEW;", /replicas has 5 rows, the source 6$/],
+    cluster: ["meta", "IF NEW.key = 'cluster' THEN NEW.txt := 'ffff'; END IF; RETURN NEW;", /meta holds .*"ffff".*, the source /],
+  } as const;
+  for (const [name, [table, body, said]] of Object.entries(skews)) {
+    await server.query(`CREATE DATABASE skew_${name}`);
+    const url = server.url.replace(/\/postgres$/, `/skew_${name}`);
+    const pg = open(t, url);
+    await pg.transact((tx) => ensureDirectorySchema(tx));
+    await pg.transact(async (tx) => {
+      await tx.run(`CREATE FUNCTION skew() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN ${body} END $$`);
+      await tx.run(`CREATE TRIGGER skew BEFORE INSERT ON ${table} FOR EACH ROW EXECUTE FUNCTION skew()`);
+    });
+    const r = await migrate(t, dataDir, url);
+    assert.equal(r.code, 1, `${name}: ${r.stdout}`);
+    assert.match(r.stderr, /^dfs: the copy in postgres:\/\/\S+ does not match the source: /, name);
+    assert.match(r.stderr.trim(), said, name);
+    assert.equal(r.stdout, "", name);
+  }
 });
 
 test("the namespace hash is the same over sql.js and PostgreSQL for the same rows, and differs when one row does", async (t) => {

@@ -164,7 +164,8 @@ of the namespace (path, version, size, sha256 and chunks of every file) must mat
 Damaged metadata is refused: run \`dfs directory recover\` first. The directory itself does not run
 on PostgreSQL yet; this prepares the database for it.`)
     .action(async (o) => {
-      setLogLevel("warn");
+      // A failure is reported once, as the command's one line; connection retries are not news here.
+      setLogLevel("error");
       const recoverHint = ["dfs directory recover --data", o.from, ...(o.metaDir ?? []).flatMap((d: string) => ["--meta-dir", d])].join(" ");
       const report = await migrateDirectory({
         dirs: metaDirsOf(o.from, o.metaDir), url: o.to, recoverHint,

@@ -73,6 +73,7 @@ function typedMeta(db: Database): Param[][] {
 
 /** Refuses a database that already holds directory rows (a fresh `ensureDirectorySchema` alone is empty). */
 async function refuseNonEmpty(pg: PostgresBackend): Promise<void> {
+  // The first contact: a wrong URL or a server that is down should not keep the command waiting a minute.
   const held = await pg.transact(async (tx) => {
     const tables: string[] = [];
     for (const t of DIRECTORY_TABLES) {
@@ -82,7 +83,7 @@ async function refuseNonEmpty(pg: PostgresBackend): Promise<void> {
     }
     const cluster = tables.includes("meta") ? (await tx.get("SELECT txt FROM meta WHERE key = 'cluster'"))?.[0] : undefined;
     return { tables, cluster };
-  });
+  }, { timeoutMs: 10_000 });
   if (held.tables.length === 0) return;
   const what = typeof held.cluster === "string"
     ? `the metadata of cluster ${held.cluster}`

@@ -6,6 +6,7 @@ import { DfsError, toDfsError } from "./protocol/errors.js";
 import { logger, setLogLevel, setLogSink, type LogLevel } from "./log.js";
 import { CHECKPOINT_COMMAND, runCheckpointCommand } from "./checkpointer.js";
 import { metaDirsOf, parseDirectoryUrls, parseRoles, startNode, type ServerRole } from "./host.js";
+import { migrateDirectory, type MigrateReport } from "./metadata/migrate-directory.js";
 import { recoverMeta, type RecoverReport } from "./roles/directory/recover.js";
 import { DIRECTORY_SCHEMA } from "./roles/directory/schema.js";
 import { runClient } from "./roles/client.js";
@@ -72,6 +73,8 @@ Examples:
                                                   a node that moves to the next directory address when one fails
   dfs --role directory --meta-dir /disk2/meta     a second copy of the metadata on another disk
   dfs directory recover --data ./data             rebuild damaged metadata (with the directory stopped)
+  dfs metadata migrate --from ./data --to postgres://dfs@db1/dfs
+                                                  copy a stopped directory's metadata into PostgreSQL
   dfs --role client write /docs/a.txt a.txt       store a file
   dfs --role client                               interactive client (type help)
   dfs local                                       a whole cluster in one process, with the client`)
@@ -148,6 +151,29 @@ Examples:
     .option("--dir <dir>", "metadata folder (repeatable)", collect, [])
     .action(async (o) => process.exit(await runCheckpointCommand({ gen: o.gen, dirs: o.dir })));
 
+  const metadata = program.command("metadata").description("move the directory's metadata between back ends");
+  metadata
+    .command("migrate")
+    .description("copy a stopped directory's metadata (DATA/meta) into an empty PostgreSQL database, then check the copy")
+    .requiredOption("--from <dir>", "the directory's data folder (metadata in DIR/meta); the directory must be stopped")
+    .requiredOption("--to <url>", "the PostgreSQL database: postgres://[user[:password]@]host[:port][,host[:port]...]/database[?...]")
+    .option("--meta-dir <dir>", "an extra metadata folder the directory runs with (repeatable)", collect)
+    .addHelpText("after", `
+The target must hold no dfs metadata. The copy is checked: row counts, the cluster id and a SHA-256
+of the namespace (path, version, size, sha256 and chunks of every file) must match the source.
+Damaged metadata is refused: run \`dfs directory recover\` first. The directory itself does not run
+on PostgreSQL yet; this prepares the database for it.`)
+    .action(async (o) => {
+      // A failure is reported once, as the command's one line; connection retries are not news here.
+      setLogLevel("error");
+      const recoverHint = ["dfs directory recover --data", o.from, ...(o.metaDir ?? []).flatMap((d: string) => ["--meta-dir", d])].join(" ");
+      const report = await migrateDirectory({
+        dirs: metaDirsOf(o.from, o.metaDir), url: o.to, recoverHint,
+        progress: (line) => process.stderr.write(`${line}\n`),
+      });
+      process.stdout.write(formatMigrateReport(report));
+    });
+
   program
     .command("local")
     .description("a whole cluster in one process (directory, lock, N storage nodes on free ports) and the client REPL")
@@ -174,6 +200,11 @@ function directoryList(value: string, source: string | undefined): string[] {
     if (source !== "env") throw err;
     throw new DfsError("BAD_REQUEST", `${toDfsError(err).message}; the value comes from DFS_DIRECTORY`);
   }
+}
+
+/** What `metadata migrate` did, in one line. */
+export function formatMigrateReport(r: MigrateReport): string {
+  return `migrated ${r.rows.files} files, ${r.rows.chunks} chunks, ${r.rows.replicas} replicas, cluster ${r.cluster}; namespace hash ${r.namespaceHash} matches\n`;
 }
 
 /** What `directory recover` did, for people: one line per finding, then `lost PATH` / `changed PATH` lines. */

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import path from "node:path";
-import test from "node:test";
+import test, { type TestContext } from "node:test";
 import { loadCerts } from "../src/certs/index.js";
 import type { DfsError } from "../src/protocol/errors.js";
 import type { LockGrant } from "../src/protocol/lock.js";
@@ -15,6 +15,14 @@ const session = (i: number) => `test-session-${String(i).padStart(8, "0")}`;
 
 async function lockUrl(c: Cluster): Promise<string> {
   return waitFor(async () => (await c.status()).nodes.find((n) => n.role === "lock" && n.state === "up")?.url, "lock service up");
+}
+
+/** Two library clients "a" and "b" of cluster `c` with leases of `lockTtlMs`, closed after the test. */
+function twoClients(t: TestContext, c: Cluster, work: string, lockTtlMs: number): [DfsClient, DfsClient] {
+  const mk = (n: string) => new DfsClient({ directoryUrls: [c.dirUrl], tls: loadCerts(c.certs, "client"), cacheDir: path.join(work, n), log: logger(n), lockTtlMs });
+  const pair: [DfsClient, DfsClient] = [mk("a"), mk("b")];
+  t.after(() => Promise.all(pair.map((x) => x.close())));
+  return pair;
 }
 
 test("many clients racing for one lock, past a thousand grants and through a lock service restart: never two holders at once", { timeout: 300_000 }, async (t) => {
@@ -143,9 +151,7 @@ test("a lock released while the directory was down stays released when the direc
   const c = await startCluster(t, { storage: 1 });
   const work = tmpDir(t);
   // A long lease: were it taken back from the directory, it would outlast the test.
-  const mk = (n: string) => new DfsClient({ directoryUrls: [c.dirUrl], tls: loadCerts(c.certs, "client"), cacheDir: path.join(work, n), log: logger(n), lockTtlMs: 120_000 });
-  const [a, b] = [mk("a"), mk("b")];
-  t.after(() => Promise.all([a.close(), b.close()]));
+  const [a, b] = twoClients(t, c, work, 120_000);
   await a.lock("/r");
   const port = Number(new URL(c.dirUrl).port);
   await c.directory.kill("SIGKILL");
@@ -160,9 +166,7 @@ test("a lock released while the directory was down stays released when the direc
 test("a lock granted after waiting longer than a lease is held from the grant on, not lost at once", async (t) => {
   const c = await startCluster(t, { storage: 2 });
   const work = tmpDir(t);
-  const mk = (n: string) => new DfsClient({ directoryUrls: [c.dirUrl], tls: loadCerts(c.certs, "client"), cacheDir: path.join(work, n), log: logger(n), lockTtlMs: 1000 });
-  const [a, b] = [mk("a"), mk("b")];
-  t.after(() => Promise.all([a.close(), b.close()]));
+  const [a, b] = twoClients(t, c, work, 1000);
   await a.lock("/q");
   const waiting = b.lock("/q", { waitMs: 10_000 });
   await new Promise((r) => setTimeout(r, 2500)); // the holder renews its 1 s lease meanwhile

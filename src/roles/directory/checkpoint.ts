@@ -88,6 +88,31 @@ export function replayAll<R>(db: Database, records: MergedRecord[], apply: (db: 
   }
 }
 
+/**
+ * The folders' metadata as start-up reads it: their merged image, and a database (made by `open`) with
+ * every replayable record applied. Damage that may not be cut and records refused at replay reject
+ * through `refuse`, which words the CORRUPT error for the caller.
+ */
+export async function loadReplayed<R>(
+  dirs: string[],
+  s: Schema<R>,
+  open: (image: Uint8Array | undefined, s: Schema<R>) => Promise<Database>,
+  refuse: (err: unknown) => unknown,
+): Promise<{ img: MetaImage; db: Database; replayed: number }> {
+  const img = await readMetaImage(dirs).catch((err) => Promise.reject(refuse(err)));
+  const bad = damageError(img);
+  if (bad) throw refuse(bad);
+  const db = await open(img.base?.data, s);
+  const records = replayable(img);
+  try {
+    replayAll(db, records, s.apply);
+  } catch (err) {
+    db.close();
+    throw refuse(err);
+  }
+  return { img, db, replayed: records.length };
+}
+
 /** A CORRUPT error for damage that may not be cut, naming the file and the offset. */
 export function damageError(img: MetaImage): DfsError | undefined {
   const rot = firstRot(img);

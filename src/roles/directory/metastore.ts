@@ -3,12 +3,12 @@ import path from "node:path";
 import type { Database } from "sql.js";
 import { DfsError } from "../../protocol/errors.js";
 import { logger, type Logger } from "../../log.js";
-import { applyInTx, buildCheckpoint, damageError, replayable, replayAll, type Checkpointer, type Schema } from "./checkpoint.js";
+import { applyInTx, buildCheckpoint, loadReplayed, type Checkpointer, type Schema } from "./checkpoint.js";
 import { encodeRecord } from "./journal-format.js";
 import { Journal, type JournalStats } from "./journal.js";
 import { exportLive, openLiveDatabase } from "./live-db.js";
 import { lockFolders, removeJournalsBelow, repairFolders } from "./meta-folders.js";
-import { journalName, readMetaImage } from "./meta-image.js";
+import { journalName } from "./meta-image.js";
 import { installSnapshot, snapshotHeader } from "./snapshot-file.js";
 
 /*
@@ -90,17 +90,8 @@ export async function openMetaStore<R>(init: MetaStoreInit<R>): Promise<MetaStor
     });
   };
   try {
-    const img = await readMetaImage(dirs).catch((err) => Promise.reject(refuse(err)));
-    const bad = damageError(img);
-    if (bad) throw refuse(bad);
-    const db = await openLiveDatabase(img.base?.data, init);
+    const { img, db, replayed } = await loadReplayed(dirs, init, openLiveDatabase, refuse);
     try {
-      const records = replayable(img);
-      try {
-        replayAll(db, records, init.apply);
-      } catch (err) {
-        throw refuse(err);
-      }
       await repairFolders(img, log);
       const last = img.gens.at(-1);
       const stats: JournalStats = { records: 0, fsyncs: 0 };
@@ -109,7 +100,7 @@ export async function openMetaStore<R>(init: MetaStoreInit<R>): Promise<MetaStor
       if (last?.format === 2) store.resume(last.gen, last.good.length);
       else store.start(last ? last.gen + 1 : img.baseGen);
       await store.ready();
-      log.info("metastore-open", { dirs: dirs.join(","), snapshotGen: img.base?.gen ?? 0, journalGen: store.generation, replayed: records.length });
+      log.info("metastore-open", { dirs: dirs.join(","), snapshotGen: img.base?.gen ?? 0, journalGen: store.generation, replayed });
       return store;
     } catch (err) {
       db.close();

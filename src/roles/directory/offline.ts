@@ -2,9 +2,8 @@ import fs from "node:fs/promises";
 import path from "node:path";
 import type { Database } from "sql.js";
 import { DfsError } from "../../protocol/errors.js";
-import { damageError, openDatabase, replayable, replayAll } from "./checkpoint.js";
+import { loadReplayed, openDatabase } from "./checkpoint.js";
 import { lockFolders } from "./meta-folders.js";
-import { readMetaImage } from "./meta-image.js";
 import { DIRECTORY_SCHEMA } from "./schema.js";
 
 /** A stopped directory's metadata, loaded as start-up loads it, with its folders held until `close()`. */
@@ -37,21 +36,11 @@ export async function loadStoppedMeta(dirsIn: string[], recoverHint: string, doi
   };
   const release = await lockFolders(dirs);
   try {
-    const img = await readMetaImage(dirs).catch((err) => Promise.reject(refuse(err)));
-    const bad = damageError(img);
-    if (bad) throw refuse(bad);
-    const db = await openDatabase(img.base?.data, DIRECTORY_SCHEMA);
-    const records = replayable(img);
-    try {
-      replayAll(db, records, DIRECTORY_SCHEMA.apply);
-    } catch (err) {
-      db.close();
-      throw refuse(err);
-    }
+    const { db, replayed } = await loadReplayed(dirs, DIRECTORY_SCHEMA, openDatabase, refuse);
     let closed: Promise<void> | undefined;
     return {
       db,
-      replayed: records.length,
+      replayed,
       close: () =>
         (closed ??= (async () => {
           db.close();

@@ -1,6 +1,13 @@
 import { z } from "zod";
 import { bytes, count, nodeUrl, sha256Hex } from "./common.js";
 
+/**
+ * Epoch of the background runner that sends an order: directories sharing one database take turns running
+ * background work, and each takeover raises it. A node refuses an order below the highest epoch it has
+ * accepted (STALE_TOKEN). Absent when a single directory runs alone.
+ */
+const epoch = count.optional();
+
 /** Wire contract of the storage role (`store.*`). */
 export const storeSchemas = {
   put: z.object({
@@ -19,10 +26,11 @@ export const storeSchemas = {
    * Delete chunks, unless one was stored under a placement newer than `gen` (or the node cannot tell,
    * having restarted since): the directory orders deletes at generation `gen`.
    */
-  delete: z.object({ hashes: z.array(sha256Hex).max(100_000), gen: count }),
+  delete: z.object({ hashes: z.array(sha256Hex).max(100_000), gen: count, epoch }),
   /** Ask this node to copy chunks from another node (repair). */
   copy: z.object({
     gen: count,
+    epoch,
     chunks: z.array(z.object({ hash: sha256Hex, from: z.array(nodeUrl).min(1).max(16) })).max(10_000),
   }),
 } as const;

@@ -1,6 +1,7 @@
 import { Actor, type Peer } from "../transport/actor.js";
 import type { Logger } from "../log.js";
 import { ChunkStore } from "./storage/chunkstore.js";
+import { RunnerEpoch } from "./storage/epoch.js";
 import { DeleteGuard } from "./storage/gens.js";
 import { storageHandlers } from "./storage/handlers.js";
 import { Registration } from "./storage/registration.js";
@@ -38,13 +39,14 @@ export async function createStorage(components: StorageComponents, init: Storage
   const { log, directory, peers } = components;
   const chunks = await ChunkStore.open({ dir: init.dataDir, capacity: init.capacity, log: log.child("chunks") });
   const guard = new DeleteGuard();
+  const epoch = await RunnerEpoch.open({ log }, init);
   const reporter = new Reporter(directory);
   const registration = await Registration.open({ log, chunks, guard }, init);
   const scrubEvery = init.scrubIntervalMs ?? 3_600_000;
   const scrubber = scrubEvery > 0
     ? new Scrubber({ log: log.child("scrub"), chunks, directory, nodeId: () => chunks.nodeId }, { intervalMs: scrubEvery })
     : undefined;
-  const handlers = storageHandlers({ log, chunks, reporter, guard, peers, url: init.url });
+  const handlers = storageHandlers({ log, chunks, reporter, guard, epoch, peers, url: init.url });
   const actor = new Actor({ name: "storage", prefix: "store.", concurrency: 16, capacity: 64, handlers });
 
   log.info("storage ready", { id: chunks.nodeId, dir: init.dataDir, chunks: chunks.usage().chunks });

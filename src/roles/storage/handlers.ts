@@ -5,6 +5,7 @@ import type { Handler } from "../../transport/actor.js";
 import type { Logger } from "../../log.js";
 import type { PeerPool } from "../upstream.js";
 import type { ChunkStore } from "./chunkstore.js";
+import type { RunnerEpoch } from "./epoch.js";
 import type { DeleteGuard } from "./gens.js";
 import type { Reporter } from "./reporter.js";
 
@@ -17,6 +18,7 @@ export interface StorageHandlerComponents {
   chunks: ChunkStore;
   reporter: Reporter;
   guard: DeleteGuard;
+  epoch: RunnerEpoch;
   peers: PeerPool;
   /** This node's address, as the chain names it. */
   url: string;
@@ -24,7 +26,7 @@ export interface StorageHandlerComponents {
 
 /** The storage role's messages: chunk put (chain replication), get, has, verify, guarded delete, repair copy. */
 export function storageHandlers(c: StorageHandlerComponents): Record<string, Handler> {
-  const { log, chunks, reporter, guard, peers } = c;
+  const { log, chunks, reporter, guard, epoch, peers } = c;
 
   async function put(b: PutBody): Promise<PutReply> {
     guard.note(b.hash, b.gen);
@@ -45,6 +47,7 @@ export function storageHandlers(c: StorageHandlerComponents): Record<string, Han
   }
 
   async function copy(b: CopyBody): Promise<{ copied: number }> {
+    await epoch.admit(b.epoch, "store.copy");
     let copied = 0;
     for (const ch of b.chunks) {
       guard.note(ch.hash, b.gen);
@@ -75,6 +78,7 @@ export function storageHandlers(c: StorageHandlerComponents): Record<string, Han
   }
 
   async function remove(b: DeleteBody): Promise<DeleteReply> {
+    await epoch.admit(b.epoch, "store.delete");
     const deleted: string[] = [];
     const kept: string[] = [];
     for (const h of b.hashes) {

@@ -56,6 +56,7 @@ export function buildProgram(): Command {
     .option("--orphan-grace <seconds>", "delete chunks nothing has used this long: no file, no upload, or unknown to the directory (directory)", int("--orphan-grace"), 3600)
     .option("--chunk-size <bytes>", "chunk size for new files, at most 16 MiB (directory)", int("--chunk-size", 1024), 4 * 1024 * 1024)
     .option("--meta-dir <dir>", "an extra folder that keeps a full copy of the metadata, best on another disk (directory; repeatable)", collect)
+    .addOption(new Option("--metadata <url>", "where the directory keeps metadata: sqlite (embedded, in --data) or a PostgreSQL URL (directory)").env("DFS_METADATA").default("sqlite"))
     .option("--snapshot-every <records>", "journal records between snapshots of the metadata (directory)", int("--snapshot-every", 1), 10000)
     .option("--capacity <bytes>", "most bytes this storage node keeps", int("--capacity", 1))
     .option("--zone <name>", "failure zone of this storage node", "")
@@ -103,7 +104,7 @@ Examples:
         roles: serverRoles, host: o.host, port: o.port, dataDir: o.data, tls, directoryUrls,
         replicas: o.replicas, minReplicas: o.minReplicas ?? o.replicas, deadAfterMs: o.deadAfter * 1000,
         chunkSize: o.chunkSize, capacity: o.capacity, zone: o.zone, scrubIntervalMs: o.scrubInterval * 1000, orphanGraceMs: o.orphanGrace * 1000,
-        metaDirs: o.metaDir, snapshotEvery: o.snapshotEvery,
+        metaDirs: o.metaDir, snapshotEvery: o.snapshotEvery, metadata: o.metadata,
       });
       process.stdout.write(`listening on ${node.url}\n`);
       onSignals(() => node.close());

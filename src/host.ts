@@ -36,6 +36,8 @@ export interface NodeOptions {
   metaDirs?: string[];
   /** Directory: journal records between metadata snapshots. */
   snapshotEvery?: number;
+  /** Directory: `sqlite` (default) or a PostgreSQL URL. */
+  metadata?: string;
   /** Tag for log lines, to tell nodes of one process apart. */
   label?: string;
 }
@@ -111,10 +113,13 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
     if (opts.roles.includes("directory")) {
       const dirLog = logger("directory", opts.label ?? "");
       const metaDirs = metaDirsOf(opts.dataDir, opts.metaDirs);
-      const d = await createDirectory({ log: dirLog, checkpointer: processCheckpointer(dirLog.child("meta")) }, {
+      // On PostgreSQL a storage node may be linked to another directory process: orders go over a connection of our own.
+      const peers = new Pool({ tls: opts.tls, log: dirLog.child("pool"), router, expectRoles: ["storage"], what: "storage node" });
+      closers.push(() => peers.close());
+      const d = await createDirectory({ log: dirLog, checkpointer: processCheckpointer(dirLog.child("meta")), peers }, {
         dataDir: opts.dataDir, url, replicas: opts.replicas, minReplicas: opts.minReplicas,
         deadAfterMs: opts.deadAfterMs, chunkSize: opts.chunkSize, orphanGraceMs: opts.orphanGraceMs,
-        metaDirs, snapshotEvery: opts.snapshotEvery,
+        metaDirs, snapshotEvery: opts.snapshotEvery, metadata: opts.metadata,
         recoverHint: ["dfs directory recover --data", opts.dataDir, ...(opts.metaDirs ?? []).flatMap((d) => ["--meta-dir", d])].join(" "),
       });
       router.add(d.actor);

@@ -29,7 +29,9 @@ export type DirectoryTable = (typeof DIRECTORY_TABLES)[number];
 const DDL = [
   `CREATE TABLE IF NOT EXISTS files(path TEXT PRIMARY KEY, version BIGINT NOT NULL, size BIGINT NOT NULL,
     sha256 TEXT NOT NULL, chunks TEXT NOT NULL, mtime BIGINT NOT NULL)`,
-  `CREATE TABLE IF NOT EXISTS chunks(hash TEXT PRIMARY KEY, size BIGINT NOT NULL, refs BIGINT NOT NULL)`,
+  // touched: when a placement, upload or dereference last used the chunk; the collector waits its grace from then.
+  `CREATE TABLE IF NOT EXISTS chunks(hash TEXT PRIMARY KEY, size BIGINT NOT NULL, refs BIGINT NOT NULL,
+    touched BIGINT NOT NULL DEFAULT 0)`,
   `CREATE INDEX IF NOT EXISTS chunks_unreferenced ON chunks(hash) WHERE refs = 0`,
   // mark: which chunk report last confirmed the replica; a live figure the directory rebuilds.
   `CREATE TABLE IF NOT EXISTS replicas(hash TEXT NOT NULL, node TEXT NOT NULL, mark BIGINT NOT NULL DEFAULT 0,
@@ -38,7 +40,7 @@ const DDL = [
   // free, used, chunks, state, seen: live figures from the node's reports, rebuilt while running.
   `CREATE TABLE IF NOT EXISTS nodes(id TEXT PRIMARY KEY, role TEXT NOT NULL, url TEXT NOT NULL, zone TEXT NOT NULL,
     capacity BIGINT, free BIGINT NOT NULL DEFAULT 0, used BIGINT NOT NULL DEFAULT 0, chunks BIGINT NOT NULL DEFAULT 0,
-    state TEXT NOT NULL DEFAULT 'down', seen BIGINT NOT NULL DEFAULT 0, cert TEXT, secret TEXT)`,
+    state TEXT NOT NULL DEFAULT 'down', seen BIGINT NOT NULL DEFAULT 0, cert TEXT, secret TEXT, link TEXT)`,
   `CREATE TABLE IF NOT EXISTS leases(path TEXT PRIMARY KEY, token BIGINT NOT NULL, owner TEXT NOT NULL,
     session TEXT NOT NULL, expires BIGINT NOT NULL)`,
   `CREATE TABLE IF NOT EXISTS tombstones(hash TEXT NOT NULL, node TEXT NOT NULL, gen BIGINT NOT NULL, at BIGINT NOT NULL,
@@ -46,6 +48,18 @@ const DDL = [
   `CREATE INDEX IF NOT EXISTS tombstones_at ON tombstones(at)`,
   `CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, num BIGINT, txt TEXT,
     CHECK ((num IS NULL AND txt IS NOT NULL) OR (num IS NOT NULL AND txt IS NULL)))`,
+  // The tables and sequences below serve directory processes running on the database; `metadata migrate`
+  // copies none of them (a stopped embedded directory has nothing to put there).
+  // Chunks a node reported that no file or upload names, collected once they stayed so for the grace period.
+  `CREATE TABLE IF NOT EXISTS leftovers(hash TEXT NOT NULL, node TEXT NOT NULL, since BIGINT NOT NULL, PRIMARY KEY(hash, node))`,
+  // Changes of meta's files/bytes/chunks counters, one row per commit: rows are only added (no two commits
+  // contend for a counter row) and folded into meta by the background runner.
+  `CREATE TABLE IF NOT EXISTS counts(id TEXT PRIMARY KEY, files BIGINT NOT NULL, bytes BIGINT NOT NULL, chunks BIGINT NOT NULL)`,
+  // Which directory process runs background work, until when, and the epoch its orders carry.
+  `CREATE TABLE IF NOT EXISTS runner(name TEXT PRIMARY KEY, holder TEXT NOT NULL, epoch BIGINT NOT NULL, expires BIGINT NOT NULL)`,
+  `CREATE SEQUENCE IF NOT EXISTS lease_tokens`,
+  `CREATE SEQUENCE IF NOT EXISTS gens`,
+  `CREATE SEQUENCE IF NOT EXISTS report_marks`,
 ];
 
 /** The columns of each table, in the order rows are copied. */
@@ -78,7 +92,7 @@ export const KEYS: Record<DirectoryTable, string[]> = {
 export async function ensureDirectorySchema(tx: Tx): Promise<void> {
   for (const statement of DDL) {
     // Only what is missing: PostgreSQL answers "already exists, skipping" notices otherwise, on every start.
-    const name = /^CREATE (?:TABLE|INDEX) IF NOT EXISTS (\w+)/.exec(statement)![1]!;
+    const name = /^CREATE (?:TABLE|INDEX|SEQUENCE) IF NOT EXISTS (\w+)/.exec(statement)![1]!;
     if (!(await tableExists(tx, name))) await tx.run(statement);
   }
   await tx.run("INSERT INTO meta(key, num) VALUES('schema_version', ?) ON CONFLICT(key) DO NOTHING", [DIRECTORY_SCHEMA_VERSION]);

@@ -1,22 +1,16 @@
-import { randomBytes } from "node:crypto";
-import path from "node:path";
 import { dirSchemas, type HelloReply, type StatusReply } from "../protocol/directory.js";
 import { MAX_CHUNK_SIZE, parser } from "../protocol/common.js";
 import { DfsError } from "../protocol/errors.js";
 import { Actor, type Handler, type Peer } from "../transport/actor.js";
 import { later } from "../transport/mailbox.js";
 import type { Logger } from "../log.js";
+import type { PeerPool } from "./upstream.js";
 import type { Checkpointer } from "./directory/checkpoint.js";
-import { openMetaStore, type MetaStore } from "./directory/metastore.js";
-import { FileService } from "./directory/files.js";
-import { Collector } from "./directory/gc.js";
-import { Generations } from "./directory/gens.js";
-import { Leases } from "./directory/leases.js";
-import { Membership } from "./directory/membership.js";
-import { Namespace } from "./directory/namespace.js";
-import { NodeTable } from "./directory/nodes.js";
-import { Repairer } from "./directory/repair.js";
-import { DIRECTORY_SCHEMA, metaText, type DirRecord } from "./directory/schema.js";
+import type { DirectoryCore } from "./directory/core.js";
+import type { MetaStore } from "./directory/metastore.js";
+import { openPgCore } from "./directory/pg/core.js";
+import type { DirRecord } from "./directory/schema.js";
+import { openSqliteCore } from "./directory/sqlite-core.js";
 
 export interface DirectoryInit {
   dataDir: string;
@@ -26,6 +20,8 @@ export interface DirectoryInit {
   minReplicas: number;
   deadAfterMs: number;
   chunkSize: number;
+  /** `sqlite` or undefined: the embedded store in the data folder; otherwise a PostgreSQL URL. */
+  metadata?: string;
   snapshotEvery?: number;
   /** Metadata folders, each a full copy (default: DATA/meta). */
   metaDirs?: string[];
@@ -37,7 +33,8 @@ export interface DirectoryInit {
 
 export interface Directory {
   readonly actor: Actor;
-  readonly store: MetaStore<DirRecord>;
+  /** The embedded store, when the directory runs on it. */
+  readonly store?: MetaStore<DirRecord>;
   close(): Promise<void>;
 }
 
@@ -45,91 +42,76 @@ const ALL = ["client", "storage", "lock", "directory"] as const;
 const CLIENTS = ["client", "directory"] as const;
 const LOCKS = ["lock", "directory"] as const;
 
-/** The directory role: node registry and liveness, namespace, placement, commit, leases. Runs one message at a time. */
-export async function createDirectory(components: { log: Logger; checkpointer?: Checkpointer }, init: DirectoryInit): Promise<Directory> {
+/** Whether `--metadata` names PostgreSQL rather than the embedded store. */
+export function isPostgresMetadata(metadata: string | undefined): metadata is string {
+  return metadata !== undefined && metadata !== "sqlite";
+}
+
+/**
+ * The directory role: node registry and liveness, namespace, placement, commit, leases. Messages are taken one at
+ * a time; a handler whose answer waits (for the disk or the database) lets the next one start meanwhile.
+ */
+export async function createDirectory(
+  components: { log: Logger; checkpointer?: Checkpointer; peers?: PeerPool },
+  init: DirectoryInit,
+): Promise<Directory> {
   const log = components.log;
   if (init.chunkSize > MAX_CHUNK_SIZE) {
     throw new DfsError("BAD_REQUEST", `--chunk-size ${init.chunkSize} is larger than ${MAX_CHUNK_SIZE} bytes (16 MiB), the largest chunk one message can carry`);
   }
-  const store = await openMetaStore<DirRecord>({
-    dirs: init.metaDirs ?? [path.join(init.dataDir, "meta")],
-    checkpointer: components.checkpointer,
-    recoverHint: init.recoverHint,
-    ...DIRECTORY_SCHEMA,
-    snapshotEvery: init.snapshotEvery,
-    log: log.child("meta"),
-  });
-  const db = store.db;
-  const commit = (rec: DirRecord) => store.commit(rec);
-  if (metaText(db, "cluster") === undefined) {
-    const id = randomBytes(16).toString("hex");
-    await commit({ op: "cluster", id }).durable;
-    log.info("new cluster", { clusterId: id });
-  }
-  const gens = new Generations(db, commit);
-  const leases = new Leases(db, commit);
-  let repairer: Repairer | undefined;
-  const nodes = new NodeTable(db, init.deadAfterMs, log, (id) => repairer?.nodeDown(id), () => repairer?.schedule());
-  const ns = new Namespace(db, nodes);
-  const collector = new Collector({ log: log.child("gc"), db, nodes, gens, commit }, { graceMs: init.orphanGraceMs ?? 3_600_000 });
-  repairer = new Repairer({ log: log.child("repair"), nodes, ns, gens, collector }, { replicas: init.replicas });
   const heartbeatMs = Math.max(200, Math.min(5000, Math.floor(init.deadAfterMs / 3)));
-  const members = new Membership({ log, db, commit, nodes, gens, leases, repairer, collector }, { replicas: init.replicas, heartbeatMs });
-  const files = new FileService({ db, commit, nodes, ns, gens, leases, collector }, init);
+  let core: DirectoryCore;
+  let store: MetaStore<DirRecord> | undefined;
+  if (isPostgresMetadata(init.metadata)) {
+    if (!components.peers) throw new DfsError("BAD_REQUEST", "a directory on PostgreSQL needs connections to storage nodes");
+    core = await openPgCore({ log, peers: components.peers }, { ...init, url: init.metadata, heartbeatMs });
+  } else {
+    const sqlite = await openSqliteCore(components, { ...init, heartbeatMs });
+    core = sqlite;
+    store = sqlite.store;
+  }
 
-  /** Read replies wait for pending records too, so nobody sees a change that could still be lost. */
-  const settled = <T>(reply: T) => later(store.barrier().then(() => reply));
   const handler = <S extends import("zod").ZodTypeAny>(allow: readonly string[], schema: S, handle: (b: import("zod").output<S>, peer: Peer) => unknown): Handler =>
     ({ allow, parse: parser(schema), handle });
-  const deferred = <B>(fn: (b: B, peer: Peer) => Promise<unknown>) => (b: B, peer: Peer) => later(fn(b, peer));
+  /** An answer that is not ready yet lets the mailbox go on meanwhile. */
+  const reply = (r: unknown) => (r instanceof Promise ? later(r) : r);
+  const done = (r: unknown) => (r instanceof Promise ? later(r.then(() => null)) : null);
 
   const handlers: Record<string, Handler> = {
-    "dir.register": handler(["storage", "lock", "directory"], dirSchemas.register, deferred((b, peer) => members.register(b, peer))),
-    "dir.report": handler(["storage", "directory"], dirSchemas.report, deferred((b, peer) => members.report(b, peer))),
-    "dir.heartbeat": handler(["storage", "lock", "directory"], dirSchemas.heartbeat, (b, peer) => {
-      if (!nodes.heartbeat(peer, b)) throw new DfsError("BAD_REQUEST", "heartbeat before registration");
-      return null;
+    "dir.register": handler(["storage", "lock", "directory"], dirSchemas.register, (b, peer) => later(core.register(b, peer))),
+    "dir.report": handler(["storage", "directory"], dirSchemas.report, (b, peer) => later(core.report(b, peer))),
+    "dir.heartbeat": handler(["storage", "lock", "directory"], dirSchemas.heartbeat, (b, peer) => done(core.heartbeat(b, peer))),
+    "dir.status": handler(ALL, dirSchemas.status, () => {
+      const withSettings = (s: Awaited<ReturnType<DirectoryCore["status"]>>): StatusReply => ({
+        directory: {
+          url: init.url, replicas: init.replicas, minReplicas: init.minReplicas, deadAfterSeconds: init.deadAfterMs / 1000,
+          clusterId: core.clusterId,
+        },
+        ...s,
+      });
+      const s = core.status();
+      return s instanceof Promise ? later(s.then(withSettings)) : withSettings(s);
     }),
-    "dir.status": handler(ALL, dirSchemas.status, (): StatusReply => ({
-      directory: {
-        url: init.url, replicas: init.replicas, minReplicas: init.minReplicas, deadAfterSeconds: init.deadAfterMs / 1000,
-        clusterId: members.clusterId,
-      },
-      nodes: nodes.list(),
-      ...ns.totals(),
-      underReplicated: repairer!.underReplicated,
-      scannedAt: repairer!.scannedAt === null ? null : new Date(repairer!.scannedAt).toISOString(),
-    })),
-    "dir.hello": handler(ALL, dirSchemas.hello, (): HelloReply => ({
-      lockUrl: nodes.lockUrl(), replicas: init.replicas, minReplicas: init.minReplicas, chunkSize: init.chunkSize,
-    })),
-    "dir.place": handler(CLIENTS, dirSchemas.place, deferred((b) => files.place(b))),
-    "dir.stored": handler(["storage", "directory"], dirSchemas.stored, (b, peer) => files.stored(b, peer)),
-    "dir.commit": handler(CLIENTS, dirSchemas.commit, deferred((b) => files.commit(b))),
-    "dir.lookup": handler(ALL, dirSchemas.lookup, (b) => settled(ns.lookup(b.path))),
-    "dir.list": handler(ALL, dirSchemas.list, (b) => settled({ entries: ns.list(b.prefix, b.limit) })),
-    "dir.remove": handler(CLIENTS, dirSchemas.remove, deferred(async (b) => (await files.remove(b), null))),
-    "dir.move": handler(CLIENTS, dirSchemas.move, deferred(async (b) => (await files.move(b), null))),
-    "dir.badReplica": handler(["client", "storage", "directory"], dirSchemas.badReplica, (b, peer) => {
-      const drop = async () => {
-        await commit({ op: "unreplicate", node: b.node, hashes: [b.hash] }).durable;
-        repairer!.chunkLost(b.hash, b.node);
-      };
-      // Checking with the node may take a while; the mailbox goes on meanwhile.
-      return later(members.badReplica(b, peer, drop).then(() => null));
+    "dir.hello": handler(ALL, dirSchemas.hello, () => {
+      const hello = (lockUrl: string | null): HelloReply => ({ lockUrl, replicas: init.replicas, minReplicas: init.minReplicas, chunkSize: init.chunkSize });
+      const url = core.lockUrl();
+      return url instanceof Promise ? later(url.then(hello)) : hello(url);
     }),
-    "dir.lease": handler(LOCKS, dirSchemas.lease, deferred((b) => leases.lease(b))),
-    "dir.unlease": handler(LOCKS, dirSchemas.unlease, (b) => (leases.unlease(b.path, b.token), null)),
+    "dir.place": handler(CLIENTS, dirSchemas.place, (b) => later(core.place(b))),
+    "dir.stored": handler(["storage", "directory"], dirSchemas.stored, (b, peer) => reply(core.stored(b, peer))),
+    "dir.commit": handler(CLIENTS, dirSchemas.commit, (b) => later(core.commit(b))),
+    "dir.lookup": handler(ALL, dirSchemas.lookup, (b) => later(core.lookup(b.path))),
+    "dir.list": handler(ALL, dirSchemas.list, (b) => later(core.list(b.prefix, b.limit).then((entries) => ({ entries })))),
+    "dir.remove": handler(CLIENTS, dirSchemas.remove, (b) => done(core.remove(b))),
+    "dir.move": handler(CLIENTS, dirSchemas.move, (b) => done(core.move(b))),
+    // Checking with the node may take a while; the mailbox goes on meanwhile.
+    "dir.badReplica": handler(["client", "storage", "directory"], dirSchemas.badReplica, (b, peer) => done(core.badReplica(b, peer))),
+    "dir.lease": handler(LOCKS, dirSchemas.lease, (b) => later(core.lease(b))),
+    "dir.unlease": handler(LOCKS, dirSchemas.unlease, (b) => done(core.unlease(b))),
   };
 
-  const actor = new Actor({
-    name: "directory",
-    prefix: "dir.",
-    concurrency: 1,
-    handlers,
-    onPeerClose: (peer) => nodes.detach(peer),
-  });
-  log.info("directory ready", { files: ns.totals().files, replicas: init.replicas, clusterId: members.clusterId });
+  const actor = new Actor({ name: "directory", prefix: "dir.", concurrency: 1, handlers, onPeerClose: (peer) => core.detach(peer) });
+  log.info("directory ready", { files: await core.files(), replicas: init.replicas, clusterId: core.clusterId, metadata: store ? "sqlite" : "postgres" });
 
   let closing: Promise<void> | undefined;
   return {
@@ -138,10 +120,7 @@ export async function createDirectory(components: { log: Logger; checkpointer?: 
     close() {
       closing ??= (async () => {
         actor.close();
-        nodes.close();
-        repairer!.close();
-        collector.close();
-        await store.close();
+        await core.close();
       })();
       return closing;
     },

@@ -7,6 +7,7 @@ import type { Leases } from "./leases.js";
 import type { Namespace } from "./namespace.js";
 import type { NodeTable } from "./nodes.js";
 import { notEnoughNodes, pickTargets } from "./placement.js";
+import { chunksGone, tooFewCopies } from "./rules.js";
 import type { DirRecord } from "./schema.js";
 import { get } from "./sql.js";
 import type { Database } from "sql.js";
@@ -73,14 +74,12 @@ export class FileService {
     for (const f of b.files) {
       const missing = [...new Set(f.chunks)].filter((h) => get(this.c.db, "SELECT 1 FROM chunks WHERE hash=?", [h]) === undefined);
       if (missing.length > 0) {
-        throw new DfsError("CONFLICT", `${missing.length} chunk(s) of ${f.path} are no longer stored (collected before this commit); nothing was committed, write the file again`, {
-          details: { path: f.path, reason: "chunks-gone", missing },
-        });
+        throw chunksGone(f.path, missing);
       }
       for (const h of new Set(f.chunks)) {
         const have = nodes.liveReplicas(h).length;
         if (have < this.init.minReplicas) {
-          throw new DfsError("NOT_ENOUGH_NODES", `chunk ${h.slice(0, 12)} of ${f.path} is on ${have} live node(s), ${this.init.minReplicas} needed; nothing was committed`);
+          throw tooFewCopies(f.path, h, have, this.init.minReplicas);
         }
       }
     }

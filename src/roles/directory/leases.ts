@@ -11,7 +11,7 @@ export interface Credential {
   session?: string;
 }
 
-interface Lease {
+export interface Lease {
   token: number;
   owner: string;
   session: string;
@@ -77,23 +77,31 @@ export class Leases {
    * session, with its current token if it names one) may change the path; a token of a lease that ended is stale.
    */
   check(path: string, cred: Credential, now = Date.now()): void {
-    const l = this.current(path, now);
-    if (l) {
-      if (cred.session === l.session && (cred.token === undefined || cred.token === l.token)) return;
-      const until = new Date(l.expires).toISOString();
-      if (cred.token !== undefined) {
-        throw new DfsError("STALE_TOKEN", `the lock on ${path} with token ${cred.token} was lost; ${l.owner || "another client"} holds it now (until ${until})`, {
-          details: { path, token: cred.token, holder: l.owner, expiresAt: l.expires },
-        });
-      }
-      throw new DfsError("LOCKED", `${path} is locked by ${l.owner || "another client"} until ${until}`, {
-        details: { path, holder: l.owner, expiresAt: l.expires },
-      });
-    }
+    fence(path, this.current(path, now), cred);
+  }
+}
+
+/**
+ * Throws unless a mutation of `path` presenting `cred` is allowed while `lease` (the path's live lease, if any)
+ * runs: only its holder (its session, with its current token if it names one) may change the path; a token of
+ * a lease that ended is stale.
+ */
+export function fence(path: string, l: Lease | undefined, cred: Credential): void {
+  if (l) {
+    if (cred.session === l.session && (cred.token === undefined || cred.token === l.token)) return;
+    const until = new Date(l.expires).toISOString();
     if (cred.token !== undefined) {
-      throw new DfsError("STALE_TOKEN", `the lock on ${path} with token ${cred.token} is no longer held (its lease ended); nothing was changed`, {
-        details: { path, token: cred.token },
+      throw new DfsError("STALE_TOKEN", `the lock on ${path} with token ${cred.token} was lost; ${l.owner || "another client"} holds it now (until ${until})`, {
+        details: { path, token: cred.token, holder: l.owner, expiresAt: l.expires },
       });
     }
+    throw new DfsError("LOCKED", `${path} is locked by ${l.owner || "another client"} until ${until}`, {
+      details: { path, holder: l.owner, expiresAt: l.expires },
+    });
+  }
+  if (cred.token !== undefined) {
+    throw new DfsError("STALE_TOKEN", `the lock on ${path} with token ${cred.token} is no longer held (its lease ended); nothing was changed`, {
+      details: { path, token: cred.token },
+    });
   }
 }

@@ -1,4 +1,3 @@
-import { createHash } from "node:crypto";
 import type { Database } from "sql.js";
 import type { RegisterBody, RegisterReply, ReportBody, ReportReply } from "../../protocol/directory.js";
 import { DfsError } from "../../protocol/errors.js";
@@ -10,6 +9,7 @@ import type { Generations } from "./gens.js";
 import type { Leases } from "./leases.js";
 import type { NodeTable } from "./nodes.js";
 import type { Repairer } from "./repair.js";
+import { checkRegistration } from "./rules.js";
 import { metaText, type DirRecord } from "./schema.js";
 import { all, get, run } from "./sql.js";
 
@@ -23,8 +23,6 @@ export interface MembershipComponents {
   repairer: Repairer;
   collector: Collector;
 }
-
-const digest = (secret: string) => createHash("sha256").update(secret).digest("hex");
 
 /**
  * Who may join and as whom: registration of storage and lock nodes, bound to the certificate and data folder
@@ -46,28 +44,9 @@ export class Membership {
 
   register(b: RegisterBody, peer: Peer): Promise<RegisterReply> {
     const { db, nodes } = this.c;
-    if (b.kind !== peer.role && peer.role !== "directory") {
-      throw new DfsError("FORBIDDEN", `a ${peer.role} certificate may not register as ${b.kind}`);
-    }
-    if (b.clusterId !== null && b.clusterId !== this.clusterId) {
-      throw new DfsError("FORBIDDEN", `this node's data belongs to cluster ${b.clusterId}, but this directory serves cluster ${this.clusterId}; ` +
-        "point the node at its own cluster's directory, or give it an empty --data folder to join this one", {
-        details: { nodeCluster: b.clusterId, directoryCluster: this.clusterId },
-      });
-    }
-    if (b.kind === "storage" && !b.secret) throw new DfsError("BAD_REQUEST", "a storage node must present its node secret");
-    const secret = b.secret ? digest(b.secret) : undefined;
     const known = get(db, "SELECT cert, secret, role FROM nodes WHERE id=?", [b.id]);
-    if (known) {
-      const [cert, kept, role] = known.map((v) => (v === null ? undefined : String(v)));
-      if (role !== b.kind) throw new DfsError("FORBIDDEN", `node id ${b.id} is registered as a ${role} node`);
-      if (cert !== undefined && cert !== peer.name) {
-        throw new DfsError("FORBIDDEN", `node id ${b.id} belongs to the holder of certificate "${cert}", not "${peer.name}"`);
-      }
-      if (kept !== undefined && kept !== secret) {
-        throw new DfsError("FORBIDDEN", `node id ${b.id} is registered from another data folder (its node secret differs)`);
-      }
-    }
+    const [cert, kept, role] = (known ?? []).map((v) => (v === null ? undefined : String(v)));
+    const secret = checkRegistration(b, peer, this.clusterId, known ? { cert, secret: kept, role: role! } : undefined);
     const { durable } = this.c.commit({ op: "node", id: b.id, role: b.kind, url: b.url, zone: b.zone, capacity: b.capacity, cert: peer.name, secret });
     nodes.attach(b.id, peer, { free: b.free, used: b.used, chunks: b.chunks });
     let report = 0;

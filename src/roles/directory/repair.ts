@@ -1,22 +1,37 @@
 import { setImmediate as yieldNow } from "node:timers/promises";
+import type { Replica } from "../../protocol/directory.js";
 import type { Logger } from "../../log.js";
-import type { Collector } from "./gc.js";
-import type { Generations } from "./gens.js";
-import type { Namespace } from "./namespace.js";
-import type { NodeTable } from "./nodes.js";
-import { pickTargets } from "./placement.js";
+import type { Awaitable } from "./core.js";
+import { pickTargets, type Candidate } from "./placement.js";
 
 /** Chunks asked of one node per copy request, so repair traffic comes in bounded slices. */
 const BATCH = 32;
 /** Chunks looked at per step of a scan: a step must stay far below 100 ms with a million chunks. */
 const PAGE = 500;
 
+/** What a repair scan reads and whom it orders, from either metadata back end. */
+export interface RepairSource {
+  /** False while another directory process runs background work: scans are skipped then. */
+  leading(): boolean;
+  /** See Namespace.replicaPage. */
+  replicaPage(cursor: string, limit: number): Awaitable<{ hash: string; size: number; up: number; present: number }[]>;
+  upStorage(): Awaitable<Candidate[]>;
+  liveReplicas(hash: string): Awaitable<Replica[]>;
+  /** Live nodes holding a chunk, with what trimming a surplus copy needs to choose. */
+  liveHolders(hash: string): Awaitable<{ id: string; zone: string; free: number }[]>;
+  /** A generation for copy orders, usable once it resolves. */
+  takeGen(): Promise<number>;
+  /** Asks a storage node to copy chunks; fails when it cannot be reached. */
+  copy(node: string, body: { gen: number; chunks: { hash: string; from: string[] }[] }): Promise<{ copied: number }>;
+  /** Orders copies beyond the replication factor deleted. */
+  drop(replicas: { hash: string; node: string }[], why: string): void;
+  /** The result of a complete scan, for status. */
+  scanned(under: number, at: number): void;
+}
+
 export interface RepairComponents {
   log: Logger;
-  nodes: NodeTable;
-  ns: Namespace;
-  gens: Generations;
-  collector: Collector;
+  source: RepairSource;
 }
 
 /**
@@ -31,9 +46,6 @@ export class Repairer {
   private again = false;
   private closed = false;
   private readonly periodic: NodeJS.Timeout;
-  /** Result of the last complete scan. */
-  underReplicated = 0;
-  scannedAt: number | null = null;
 
   constructor(
     private readonly c: RepairComponents,
@@ -76,7 +88,7 @@ export class Repairer {
   }
 
   private async run(): Promise<void> {
-    if (this.closed) return;
+    if (this.closed || !this.c.source.leading()) return;
     this.running = true;
     try {
       await this.scan();
@@ -92,20 +104,20 @@ export class Repairer {
   }
 
   private async scan(): Promise<void> {
-    const { nodes, ns } = this.c;
+    const src = this.c.source;
     const want = this.init.replicas;
     const work = new Map<string, { hash: string; from: string[] }[]>();
     const trim: { hash: string; node: string }[] = [];
     let under = 0;
     let cursor = "";
     for (;;) {
-      const page = ns.replicaPage(cursor, PAGE);
+      const page = await src.replicaPage(cursor, PAGE);
       if (page.length === 0) break;
-      const candidates = nodes.upStorage();
+      const candidates = await src.upStorage();
       for (const c of page) {
         if (c.up < want) under++;
         if (c.present < want) {
-          const live = nodes.liveReplicas(c.hash);
+          const live = await src.liveReplicas(c.hash);
           if (live.length === 0) continue; // Nothing to copy from; it may come back with its node.
           const targets = pickTargets(candidates, c.size, want - c.present, { existing: live.map((l) => l.node) });
           for (const t of targets) {
@@ -115,29 +127,25 @@ export class Repairer {
             work.set(t.node, list);
           }
         } else if (c.up > want && c.up === c.present) {
-          trim.push(...surplus(nodes, c.hash, c.up - want));
+          trim.push(...surplus(c.hash, await src.liveHolders(c.hash), c.up - want));
         }
       }
       cursor = page[page.length - 1]!.hash;
       await yieldNow();
-      if (this.closed) return;
+      if (this.closed || !src.leading()) return;
     }
-    this.underReplicated = under;
-    this.scannedAt = Date.now();
+    src.scanned(under, Date.now());
     if (trim.length) {
       this.c.log.info("trimming copies beyond the replication factor", { replicas: trim.length });
-      this.c.collector.drop([], trim, "over-replicated");
+      src.drop(trim, "over-replicated");
     }
     if (work.size === 0) return;
-    const gen = this.c.gens.take();
-    await this.c.gens.whenDurable();
+    const gen = await src.takeGen();
     let copied = 0;
     await Promise.all([...work].map(async ([node, chunks]) => {
-      const peer = nodes.peerOf(node);
-      if (!peer) return;
       this.c.log.info("repair copy", { target: node, chunks: chunks.length });
       try {
-        copied += (await peer.request<{ copied: number }>("store.copy", { gen, chunks }, { timeoutMs: 120_000 })).copied;
+        copied += (await src.copy(node, { gen, chunks })).copied;
       } catch (err) {
         this.c.log.warn("repair copy failed", { target: node, err });
       }
@@ -148,8 +156,7 @@ export class Repairer {
 }
 
 /** Which copies of a chunk to drop: from the zones holding the most copies, the nodes with the least room first. */
-function surplus(nodes: NodeTable, hash: string, extra: number): { hash: string; node: string }[] {
-  const holders = nodes.liveHolders(hash);
+function surplus(hash: string, holders: { id: string; zone: string; free: number }[], extra: number): { hash: string; node: string }[] {
   const perZone = new Map<string, number>();
   for (const h of holders) perZone.set(h.zone, (perZone.get(h.zone) ?? 0) + 1);
   holders.sort((a, b) => perZone.get(b.zone)! - perZone.get(a.zone)! || a.free - b.free);

@@ -1,6 +1,7 @@
 import type { Database } from "sql.js";
 import { DfsError } from "../../protocol/errors.js";
 import type { Schema } from "./checkpoint.js";
+import { noSuchFile, targetExists, versionConflict } from "./rules.js";
 import { all, get, run } from "./sql.js";
 
 /**
@@ -168,9 +169,7 @@ function applyCommit(db: Database, files: CommitFile[], mtime: number): void {
     const current = get(db, "SELECT version, chunks, size FROM files WHERE path=?", [f.path]);
     const version = current ? Number(current[0]) : 0;
     if (f.baseVersion !== undefined && f.baseVersion !== version) {
-      throw new DfsError("CONFLICT", `${f.path} changed since version ${f.baseVersion} (now ${version}); nothing was committed`, {
-        details: { path: f.path, baseVersion: f.baseVersion, version },
-      });
+      throw versionConflict(f.path, f.baseVersion, version);
     }
     for (const h of new Set(f.chunks)) {
       if (get(db, "SELECT 1 FROM chunks WHERE hash=?", [h]) === undefined) throw new DfsError("CONFLICT", `chunk ${h.slice(0, 12)} of ${f.path} is not stored`);
@@ -193,7 +192,7 @@ function applyCommit(db: Database, files: CommitFile[], mtime: number): void {
 
 function applyRemove(db: Database, path: string): void {
   const found = get(db, "SELECT chunks, size FROM files WHERE path=?", [path]);
-  if (!found) throw new DfsError("NOT_FOUND", `no such file: ${path}`);
+  if (!found) throw noSuchFile(path);
   addMeta(db, "chunks", adjustRefs(db, JSON.parse(String(found[0])) as string[], -1));
   addMeta(db, "files", -1);
   addMeta(db, "bytes", -Number(found[1]));
@@ -202,10 +201,8 @@ function applyRemove(db: Database, path: string): void {
 
 function applyMove(db: Database, from: string, to: string): void {
   if (from === to) return;
-  if (get(db, "SELECT version FROM files WHERE path=?", [from]) === undefined) throw new DfsError("NOT_FOUND", `no such file: ${from}`);
-  if (get(db, "SELECT version FROM files WHERE path=?", [to]) !== undefined) {
-    throw new DfsError("EXISTS", `${to} already exists; remove it first`);
-  }
+  if (get(db, "SELECT version FROM files WHERE path=?", [from]) === undefined) throw noSuchFile(from);
+  if (get(db, "SELECT version FROM files WHERE path=?", [to]) !== undefined) throw targetExists(to);
   // The new name continues the old name's versions so that cached copies stay valid.
   run(db, "UPDATE files SET path=? WHERE path=?", [to, from]);
 }

@@ -1,0 +1,181 @@
+import { randomBytes } from "node:crypto";
+import { ensureDirectorySchema } from "../../../metadata/directory-schema.js";
+import { openPostgres } from "../../../metadata/postgres.js";
+import type { Tx } from "../../../metadata/tx.js";
+import { DfsError } from "../../../protocol/errors.js";
+import type { Logger } from "../../../log.js";
+import type { PeerPool } from "../../upstream.js";
+import type { DirectoryCore } from "../core.js";
+import { Repairer, type RepairSource } from "../repair.js";
+import { PgFiles } from "./files.js";
+import { PgCollector } from "./gc.js";
+import { PgLeases } from "./leases.js";
+import { PgMembership } from "./membership.js";
+import { PgNodes } from "./nodes.js";
+import { Runner } from "./runner.js";
+
+export interface PgCoreInit {
+  /** The PostgreSQL URL. */
+  url: string;
+  replicas: number;
+  minReplicas: number;
+  deadAfterMs: number;
+  heartbeatMs: number;
+  orphanGraceMs?: number;
+}
+
+/**
+ * The PostgreSQL back end: this process keeps nothing but its links, so any number of directory processes serve
+ * the same cluster, and one of them at a time (see Runner) does the background work.
+ */
+export async function openPgCore(components: { log: Logger; peers: PeerPool }, init: PgCoreInit): Promise<DirectoryCore> {
+  const log = components.log;
+  const db = openPostgres(init.url, { log: log.child("postgres"), connections: 8 });
+  let clusterId: string;
+  try {
+    // Schema changes in a transaction of their own; CockroachDB limits what else such a transaction may do.
+    await db.transact((tx) => ensureDirectorySchema(tx), { timeoutMs: 30_000 });
+    clusterId = await db.transact((tx) => prepare(tx), { timeoutMs: 30_000 });
+  } catch (err) {
+    await db.close();
+    throw err;
+  }
+  log.info("metadata in PostgreSQL", { url: db.url, clusterId });
+
+  const nodes = new PgNodes(db, log, init);
+  const leases = new PgLeases(db);
+  const files = new PgFiles(db, nodes, leases, init);
+  const urls = new Map<string, string>();
+  /** A request to a storage node: over its link to this process, or a connection of this process's own. */
+  const ask = async <T>(node: string, type: string, body: unknown, timeoutMs: number): Promise<T> => {
+    const peer = nodes.peerOf(node);
+    if (peer) return peer.request<T>(type, body, { timeoutMs });
+    let url = urls.get(node);
+    if (!url) {
+      const r = await db.transact((tx) => tx.get("SELECT url FROM nodes WHERE id=?", [node]));
+      if (!r) throw new DfsError("NOT_FOUND", `no node ${node}`);
+      urls.set(node, (url = String(r[0])));
+    }
+    return components.peers.request<T>(url, type, body, { timeoutMs });
+  };
+  let repairer: Repairer | undefined;
+  const changed = () => repairer?.schedule();
+  const members = new PgMembership({ log, db, nodes, leases, ask, changed }, clusterId, init);
+
+  const graceMs = init.orphanGraceMs ?? 3_600_000;
+  const gcEveryMs = Math.max(500, Math.min(60_000, graceMs / 2));
+  let lastGc = 0;
+  let states = "";
+  const runner: Runner = new Runner(db, log.child("runner"), Math.max(3000, Math.min(15_000, init.deadAfterMs)), async (leading) => {
+    if (!leading) return;
+    await db.transact((tx) => foldCounts(tx));
+    // Nodes that died or came back anywhere: the scan looks at their chunks.
+    const now = (await db.transact((tx) => tx.all(`SELECT id, ${nodes.stateSql("n")} FROM nodes n WHERE role='storage' ORDER BY id`))).join(";");
+    if (now !== states) {
+      states = now;
+      repairer?.schedule();
+    }
+    if (Date.now() - lastGc >= gcEveryMs) {
+      lastGc = Date.now();
+      await collector.sweep();
+    }
+  });
+  const collector = new PgCollector({ log: log.child("gc"), db, runner, ask }, { graceMs });
+  const source: RepairSource = {
+    leading: () => runner.leading(),
+    replicaPage: (cursor, limit) => db.transact(async (tx) => {
+      const up = (s: string) => `(SELECT COUNT(*) FROM replicas r JOIN nodes n ON n.id=r.node WHERE r.hash=c.hash AND ${nodes.stateSql("n")} ${s})`;
+      const rows = await tx.all(`SELECT c.hash, c.size, ${up("='up'")}, ${up("<>'down'")} FROM chunks c WHERE c.hash > ? AND c.refs > 0 ORDER BY c.hash LIMIT ?`, [cursor, limit]);
+      return rows.map(([hash, size, u, p]) => ({ hash: String(hash), size: Number(size), up: Number(u), present: Number(p) }));
+    }),
+    upStorage: () => db.transact((tx) => nodes.upStorage(tx)),
+    liveReplicas: (hash) => db.transact(async (tx) => (await nodes.liveReplicas(tx, [hash])).get(hash)!),
+    liveHolders: (hash) => db.transact((tx) => nodes.liveHolders(tx, hash)),
+    takeGen: () => db.transact(async (tx) => Number((await tx.get("SELECT nextval('gens')"))![0])),
+    copy: (node, body) => {
+      const epoch = runner.epoch;
+      if (epoch === undefined) return Promise.resolve({ copied: 0 });
+      return ask<{ copied: number }>(node, "store.copy", { ...body, epoch }, 120_000);
+    },
+    drop: (replicas, why) => void collector.drop(replicas, why).catch((err) => log.warn("trim failed", { err })),
+    scanned: (under, at) => void db.transact(async (tx) => {
+      for (const [key, num] of [["under", under], ["scanned", at]] as const) {
+        await tx.run("INSERT INTO meta(key, num) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET num=excluded.num", [key, num]);
+      }
+    }).catch(() => {}),
+  };
+  repairer = new Repairer({ log: log.child("repair"), source }, { replicas: init.replicas });
+  void runner.tick();
+
+  let closing: Promise<void> | undefined;
+  return {
+    clusterId,
+    register: (b, peer) => members.register(b, peer),
+    report: (b, peer) => members.report(b, peer),
+    async heartbeat(b, peer) {
+      if (!(await nodes.heartbeat(peer, b))) throw new DfsError("BAD_REQUEST", "heartbeat before registration");
+    },
+    detach: (peer) => nodes.detach(peer),
+    status: () => db.transact(async (tx) => {
+      const scan = new Map((await tx.all("SELECT key, num FROM meta WHERE key IN ('under', 'scanned')")).map(([k, n]) => [String(k), Number(n)]));
+      return {
+        nodes: await nodes.list(tx),
+        ...(await files.totals(tx)),
+        underReplicated: scan.get("under") ?? 0,
+        scannedAt: scan.has("scanned") ? new Date(scan.get("scanned")!).toISOString() : null,
+      };
+    }),
+    lockUrl: () => db.transact((tx) => nodes.lockUrl(tx)),
+    place: (b) => files.place(b),
+    stored: (b, peer) => files.stored(b, peer),
+    commit: (b) => files.commit(b),
+    lookup: (path) => files.lookup(path),
+    list: (prefix, limit) => files.list(prefix, limit),
+    remove: (b) => files.remove(b),
+    move: (b) => files.move(b),
+    badReplica: (b, peer) => members.badReplica(b, peer),
+    lease: (b) => leases.lease(b),
+    unlease: (b) => leases.unlease(b),
+    files: () => db.transact(async (tx) => (await files.totals(tx)).files),
+    close() {
+      closing ??= (async () => {
+        nodes.close();
+        repairer!.close();
+        await runner.close();
+        await db.close();
+      })();
+      return closing;
+    },
+  };
+}
+
+/**
+ * Makes what a running directory needs beyond the tables: the cluster id, the counters, the runner's row, and
+ * sequences that start past what a migrated database already handed out. Returns the cluster id.
+ */
+async function prepare(tx: Tx): Promise<string> {
+  await tx.run("INSERT INTO meta(key, txt) VALUES('cluster', ?) ON CONFLICT(key) DO NOTHING", [randomBytes(16).toString("hex")]);
+  for (const key of ["files", "bytes", "chunks"]) await tx.run("INSERT INTO meta(key, num) VALUES(?, 0) ON CONFLICT(key) DO NOTHING", [key]);
+  await Runner.ensureRow(tx);
+  const floors: [string, string][] = [
+    ["lease_tokens", "SELECT COALESCE(MAX(num), 0) FROM meta WHERE key='token'"],
+    ["gens", "SELECT COALESCE(MAX(num), 0) FROM meta WHERE key='gen'"],
+    ["report_marks", "SELECT COALESCE(MAX(mark), 0) FROM replicas"],
+  ];
+  for (const [seq, floor] of floors) {
+    const f = Number((await tx.get(floor))![0]);
+    // Only a sequence that never handed out a value: once used, it is past every floor already.
+    if (f > 0) await tx.get(`SELECT setval('${seq}', ?) FROM ${seq} WHERE NOT is_called`, [f]);
+  }
+  return String((await tx.get("SELECT txt FROM meta WHERE key='cluster'"))![0]);
+}
+
+/** Adds the counter changes commits left in `counts` to meta's counters. */
+async function foldCounts(tx: Tx): Promise<void> {
+  const rows = await tx.all("SELECT id, files, bytes, chunks FROM counts LIMIT 1000");
+  if (rows.length === 0) return;
+  const sum = [0, 0, 0];
+  for (const r of rows) for (let i = 0; i < 3; i++) sum[i]! += Number(r[i + 1]);
+  await tx.run(`DELETE FROM counts WHERE id IN (${rows.map(() => "?").join(",")})`, rows.map((r) => r[0]!));
+  for (const [i, key] of ["files", "bytes", "chunks"].entries()) await tx.run("UPDATE meta SET num = num + ? WHERE key=?", [sum[i]!, key]);
+}

@@ -1,0 +1,219 @@
+import { randomUUID } from "node:crypto";
+import type {
+  CommitBody, CommitReply, FileInfo, ListEntry, PlaceBody, PlaceReply, Replica, StoredBody, StoredReply,
+} from "../../../protocol/directory.js";
+import { DfsError } from "../../../protocol/errors.js";
+import type { PostgresBackend } from "../../../metadata/postgres.js";
+import type { Tx } from "../../../metadata/tx.js";
+import type { Peer } from "../../../transport/actor.js";
+import { notEnoughNodes, pickTargets } from "../placement.js";
+import { chunksGone, noSuchFile, targetExists, tooFewCopies, versionConflict } from "../rules.js";
+import type { PgLeases } from "./leases.js";
+import { NOW_MS, type PgNodes } from "./nodes.js";
+
+const marks = (n: number) => Array.from({ length: n }, () => "?").join(",");
+
+/**
+ * The namespace in PostgreSQL: every mutation is one serializable transaction that checks its leases, its
+ * chunks and their copies, and changes the rows; the answer goes out once COMMIT returned.
+ */
+export class PgFiles {
+  constructor(
+    private readonly db: PostgresBackend,
+    private readonly nodes: PgNodes,
+    private readonly leases: PgLeases,
+    private readonly init: { replicas: number; minReplicas: number },
+  ) {}
+
+  place(b: PlaceBody): Promise<PlaceReply> {
+    return this.db.transact(async (tx) => {
+      const up = await this.nodes.upStorage(tx);
+      const hashes = b.chunks.map((c) => c.hash);
+      const live = await this.nodes.liveReplicas(tx, hashes);
+      let reconnecting: number | undefined;
+      const chunks = [];
+      for (const { hash, size } of b.chunks) {
+        const existing = live.get(hash)!.map((r) => r.node);
+        const want = this.init.replicas - existing.length;
+        if (want <= 0) {
+          chunks.push({ hash, targets: [] });
+          continue;
+        }
+        const targets = pickTargets(up, size, want, { existing, exclude: b.exclude });
+        if (existing.length + targets.length < this.init.minReplicas) {
+          const withRoom = up.filter((n) => !b.exclude.includes(n.id) && n.free >= size).length;
+          reconnecting ??= await this.nodes.reconnecting(tx);
+          throw notEnoughNodes(withRoom, this.init.minReplicas, reconnecting);
+        }
+        chunks.push({ hash, targets });
+      }
+      await this.touch(tx, hashes);
+      const gen = Number((await tx.get("SELECT nextval('gens')"))![0]);
+      return { chunks, gen };
+    });
+  }
+
+  /** A storage node stored chunks: record the replicas, unless a delete was ordered after their placement. */
+  async stored(b: StoredBody, peer: Peer): Promise<StoredReply> {
+    const node = this.nodes.idOf(peer);
+    if (!node) throw new DfsError("BAD_REQUEST", "chunk report before registration");
+    this.nodes.heard(peer);
+    return this.db.transact(async (tx) => {
+      const tombs = new Map<string, number>();
+      const hashes = [...new Set(b.chunks.map((c) => c.hash))];
+      for (let i = 0; i < hashes.length; i += 500) {
+        const part = hashes.slice(i, i + 500);
+        for (const [h, gen] of await tx.all(`SELECT hash, gen FROM tombstones WHERE node=? AND hash IN (${marks(part.length)})`, [node, ...part])) {
+          tombs.set(String(h), Number(gen));
+        }
+      }
+      const refused: string[] = [];
+      for (const ch of b.chunks) {
+        const tomb = tombs.get(ch.hash);
+        if (tomb !== undefined && tomb > ch.gen) {
+          refused.push(ch.hash);
+          continue;
+        }
+        await tx.run(`INSERT INTO chunks(hash, size, refs, touched) VALUES(?,?,0,${NOW_MS}) ON CONFLICT(hash) DO UPDATE SET touched=excluded.touched`, [ch.hash, ch.size]);
+        await tx.run("INSERT INTO replicas(hash, node, mark) VALUES(?,?,0) ON CONFLICT(hash, node) DO NOTHING", [ch.hash, node]);
+      }
+      return { refused };
+    });
+  }
+
+  commit(b: CommitBody): Promise<CommitReply> {
+    return this.db.transact(async (tx) => {
+      for (const f of b.files) await this.leases.check(tx, f.path, { token: f.token, session: b.session });
+      const all = [...new Set(b.files.flatMap((f) => f.chunks))];
+      const known = new Set<string>();
+      for (let i = 0; i < all.length; i += 500) {
+        const part = all.slice(i, i + 500);
+        for (const [h] of await tx.all(`SELECT hash FROM chunks WHERE hash IN (${marks(part.length)})`, part)) known.add(String(h));
+      }
+      const live = await this.nodes.liveReplicas(tx, all);
+      for (const f of b.files) {
+        const missing = [...new Set(f.chunks)].filter((h) => !known.has(h));
+        if (missing.length > 0) throw chunksGone(f.path, missing);
+        for (const h of new Set(f.chunks)) {
+          const have = live.get(h)!.length;
+          if (have < this.init.minReplicas) throw tooFewCopies(f.path, h, have, this.init.minReplicas);
+        }
+      }
+      const now = Number((await tx.get(`SELECT ${NOW_MS}`))![0]);
+      const totals = { files: 0, bytes: 0, chunks: 0 };
+      const versions = [];
+      for (const f of b.files) {
+        const cur = await tx.get("SELECT version, chunks, size FROM files WHERE path=?", [f.path]);
+        const version = cur ? Number(cur[0]) : 0;
+        if (f.baseVersion !== undefined && f.baseVersion !== version) throw versionConflict(f.path, f.baseVersion, version);
+        if (cur) totals.chunks += await this.adjustRefs(tx, JSON.parse(String(cur[1])) as string[], -1);
+        totals.chunks += await this.adjustRefs(tx, f.chunks, +1);
+        if (!cur) totals.files++;
+        totals.bytes += f.size - (cur ? Number(cur[2]) : 0);
+        await tx.run(
+          `INSERT INTO files(path, version, size, sha256, chunks, mtime) VALUES(?,?,?,?,?,?)
+           ON CONFLICT(path) DO UPDATE SET version=excluded.version, size=excluded.size, sha256=excluded.sha256,
+           chunks=excluded.chunks, mtime=excluded.mtime`,
+          [f.path, version + 1, f.size, f.sha256, JSON.stringify(f.chunks), now],
+        );
+        versions.push({ path: f.path, version: version + 1 });
+      }
+      await this.count(tx, totals);
+      return { versions };
+    });
+  }
+
+  remove(b: { path: string; token?: number; session?: string }): Promise<void> {
+    return this.db.transact(async (tx) => {
+      await this.leases.check(tx, b.path, b);
+      const found = await tx.get("SELECT chunks, size FROM files WHERE path=?", [b.path]);
+      if (!found) throw noSuchFile(b.path);
+      const chunks = await this.adjustRefs(tx, JSON.parse(String(found[0])) as string[], -1);
+      await tx.run("DELETE FROM files WHERE path=?", [b.path]);
+      await this.count(tx, { files: -1, bytes: -Number(found[1]), chunks });
+    });
+  }
+
+  move(b: { from: string; to: string; fromToken?: number; toToken?: number; session?: string }): Promise<void> {
+    return this.db.transact(async (tx) => {
+      await this.leases.check(tx, b.from, { token: b.fromToken, session: b.session });
+      await this.leases.check(tx, b.to, { token: b.toToken, session: b.session });
+      if (b.from === b.to) return;
+      if (!(await tx.get("SELECT 1 FROM files WHERE path=?", [b.from]))) throw noSuchFile(b.from);
+      if (await tx.get("SELECT 1 FROM files WHERE path=?", [b.to])) throw targetExists(b.to);
+      // The new name continues the old name's versions so that cached copies stay valid.
+      await tx.run("UPDATE files SET path=? WHERE path=?", [b.to, b.from]);
+    });
+  }
+
+  lookup(path: string): Promise<FileInfo> {
+    return this.db.transact(async (tx) => {
+      const r = await tx.get("SELECT version, size, sha256, chunks, mtime FROM files WHERE path=?", [path]);
+      if (!r) throw noSuchFile(path);
+      const hashes = JSON.parse(String(r[3])) as string[];
+      const unique = [...new Set(hashes)];
+      const sizes = new Map<string, number>();
+      for (let i = 0; i < unique.length; i += 500) {
+        const part = unique.slice(i, i + 500);
+        for (const [h, size] of await tx.all(`SELECT hash, size FROM chunks WHERE hash IN (${marks(part.length)})`, part)) sizes.set(String(h), Number(size));
+      }
+      const live = await this.nodes.liveReplicas(tx, unique);
+      return {
+        path, version: Number(r[0]), size: Number(r[1]), sha256: String(r[2]), mtime: Number(r[4]),
+        chunks: hashes.map((hash): { hash: string; size: number; replicas: Replica[] } => ({ hash, size: sizes.get(hash) ?? 0, replicas: live.get(hash)! })),
+      };
+    });
+  }
+
+  list(prefix: string, limit: number): Promise<ListEntry[]> {
+    const p = prefix.startsWith("/") ? prefix : "/" + prefix;
+    return this.db.transact(async (tx) => {
+      // Byte order (COLLATE "C"), as the embedded store lists: the database's own collation varies by installation.
+      const rows = await tx.all(
+        `SELECT path, size, version, mtime FROM files WHERE path COLLATE "C" >= ? AND path COLLATE "C" < ? ORDER BY path COLLATE "C" LIMIT ?`,
+        [p, p + "\uffff", limit],
+      );
+      return rows.map(([path, size, version, mtime]) => ({ path: String(path), size: Number(size), version: Number(version), mtime: Number(mtime) }));
+    });
+  }
+
+  /** Files, bytes and referenced chunks: meta's counters plus the changes not yet folded into them. */
+  async totals(tx: Tx): Promise<{ files: number; chunks: number; bytes: number }> {
+    const m = new Map((await tx.all("SELECT key, num FROM meta WHERE key IN ('files', 'bytes', 'chunks')")).map(([k, n]) => [String(k), Number(n)]));
+    const d = (await tx.get("SELECT COALESCE(SUM(files), 0), COALESCE(SUM(bytes), 0), COALESCE(SUM(chunks), 0) FROM counts"))!;
+    return { files: (m.get("files") ?? 0) + Number(d[0]), bytes: (m.get("bytes") ?? 0) + Number(d[1]), chunks: (m.get("chunks") ?? 0) + Number(d[2]) };
+  }
+
+  private async count(tx: Tx, delta: { files: number; bytes: number; chunks: number }): Promise<void> {
+    if (delta.files === 0 && delta.bytes === 0 && delta.chunks === 0) return;
+    await tx.run("INSERT INTO counts(id, files, bytes, chunks) VALUES(?,?,?,?)", [randomUUID(), delta.files, delta.bytes, delta.chunks]);
+  }
+
+  /** Placed or stored chunks start their grace period again. */
+  private async touch(tx: Tx, hashes: string[]): Promise<void> {
+    const unique = [...new Set(hashes)];
+    for (let i = 0; i < unique.length; i += 500) {
+      const part = unique.slice(i, i + 500);
+      await tx.run(`UPDATE chunks SET touched=${NOW_MS} WHERE hash IN (${marks(part.length)})`, part);
+    }
+  }
+
+  /** Counts chunk references up or down; returns how the count of referenced chunks changed. */
+  private async adjustRefs(tx: Tx, hashes: string[], delta: 1 | -1): Promise<number> {
+    const times = new Map<string, number>();
+    for (const h of hashes) times.set(h, (times.get(h) ?? 0) + 1);
+    let live = 0;
+    for (const [h, n] of times) {
+      const before = await tx.get("SELECT refs FROM chunks WHERE hash=?", [h]);
+      if (!before) continue;
+      const refs = Number(before[0]);
+      const after = Math.max(0, refs + delta * n);
+      if (after === refs) continue;
+      // A chunk nothing references any more gets its grace period from now.
+      await tx.run(`UPDATE chunks SET refs=?, touched=CASE WHEN ?=0 THEN ${NOW_MS} ELSE touched END WHERE hash=?`, [after, after, h]);
+      if (refs === 0 && after > 0) live++;
+      else if (refs > 0 && after === 0) live--;
+    }
+    return live;
+  }
+}

@@ -1,3 +1,4 @@
+import { randomInt } from "node:crypto";
 import os from "node:os";
 import path from "node:path";
 import { processCheckpointer } from "./checkpointer.js";
@@ -125,7 +126,8 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
       router.add(d.actor);
       closers.push(() => d.close());
     }
-    const linkInit = { urls: directoryUrls, tls: opts.tls, router, expectRoles: ["directory"], what: "directory" } as const;
+    // Nodes spread over the directory processes, as clients do.
+    const linkInit = { urls: directoryUrls, startAt: randomInt(directoryUrls.length), tls: opts.tls, router, expectRoles: ["directory"], what: "directory" } as const;
     if (opts.roles.includes("lock")) {
       const lockLog = logger("lock", opts.label ?? "");
       let register: ((p: Peer) => Promise<void>) | undefined;

@@ -33,6 +33,8 @@ export interface DirectoryInit {
   recoverHint?: string;
   /** How long unused chunks are kept before deletion; default 1 h. */
   orphanGraceMs?: number;
+  /** Where the metadata lives: undefined or "sqlite" = embedded in the metadata folders, else a PostgreSQL URL. */
+  metadata?: string;
 }
 
 export interface Directory {
@@ -48,6 +50,9 @@ const LOCKS = ["lock", "directory"] as const;
 /** The directory role: node registry and liveness, namespace, placement, commit, leases. Runs one message at a time. */
 export async function createDirectory(components: { log: Logger; checkpointer?: Checkpointer }, init: DirectoryInit): Promise<Directory> {
   const log = components.log;
+  if (init.metadata !== undefined && init.metadata !== "sqlite") {
+    throw new DfsError("BAD_REQUEST", "the PostgreSQL metadata back end is not available yet");
+  }
   if (init.chunkSize > MAX_CHUNK_SIZE) {
     throw new DfsError("BAD_REQUEST", `--chunk-size ${init.chunkSize} is larger than ${MAX_CHUNK_SIZE} bytes (16 MiB), the largest chunk one message can carry`);
   }

@@ -36,6 +36,8 @@ export interface NodeOptions {
   metaDirs?: string[];
   /** Directory: journal records between metadata snapshots. */
   snapshotEvery?: number;
+  /** Directory: "sqlite" (default, the embedded store) or a PostgreSQL URL, checked before. */
+  metadata?: string;
   /** Tag for log lines, to tell nodes of one process apart. */
   label?: string;
 }
@@ -114,7 +116,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
       const d = await createDirectory({ log: dirLog, checkpointer: processCheckpointer(dirLog.child("meta")) }, {
         dataDir: opts.dataDir, url, replicas: opts.replicas, minReplicas: opts.minReplicas,
         deadAfterMs: opts.deadAfterMs, chunkSize: opts.chunkSize, orphanGraceMs: opts.orphanGraceMs,
-        metaDirs, snapshotEvery: opts.snapshotEvery,
+        metaDirs, snapshotEvery: opts.snapshotEvery, metadata: opts.metadata,
         recoverHint: ["dfs directory recover --data", opts.dataDir, ...(opts.metaDirs ?? []).flatMap((d) => ["--meta-dir", d])].join(" "),
       });
       router.add(d.actor);

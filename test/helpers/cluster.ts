@@ -52,11 +52,12 @@ export async function freeAddress(): Promise<string> {
   return `wss://127.0.0.1:${port}`;
 }
 
-/** Polls `fn` until it returns a truthy value; fails with `what` after the deadline. */
-export async function waitFor<T>(fn: () => T | Promise<T>, what: string, timeoutMs = 20_000, everyMs = 100): Promise<NonNullable<T>> {
+/** Polls `fn` until it returns a truthy value; fails with `what` after the deadline, or once `signal` aborts. */
+export async function waitFor<T>(fn: () => T | Promise<T>, what: string, timeoutMs = 20_000, everyMs = 100, signal?: AbortSignal): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
+    if (signal?.aborted) throw new Error(`stopped waiting for ${what}`);
     try {
       const v = await fn();
       if (v) return v as NonNullable<T>;
@@ -86,12 +87,14 @@ export class Proc {
   }
 
   async listening(timeoutMs = 60_000): Promise<string> {
+    // Polling stops once the race is decided: a node that failed to start must not keep the test file alive.
+    const decided = new AbortController();
     const m = await Promise.race([
-      waitFor(() => /listening on (wss:\/\/\S+)/.exec(this.stdout), "listening line", timeoutMs, 20),
+      waitFor(() => /listening on (wss:\/\/\S+)/.exec(this.stdout), "listening line", timeoutMs, 20, decided.signal),
       this.exited.then((code) => {
         throw new Error(`dfs ${this.args.join(" ")} exited with ${code} before listening:\n${this.stderr}`);
       }),
-    ]);
+    ]).finally(() => decided.abort());
     this.url = m[1]!;
     return this.url;
   }

@@ -7,6 +7,7 @@ import type { TestContext } from "node:test";
 import { fileURLToPath } from "node:url";
 import { initCerts } from "../../src/certs/index.js";
 import type { StatusReply } from "../../src/protocol/directory.js";
+import type { Backend } from "./backends.js";
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 
@@ -17,15 +18,24 @@ export function dfsCommand(): { cmd: string; pre: string[] } {
   return { cmd: process.execPath, pre: ["--import", import.meta.resolve("tsx"), path.join(ROOT, "src/node.ts")] };
 }
 
+/**
+ * Who owns what a helper starts, and stops it when done: a test's context, or a suite's owner of
+ * what outlives one test (the PostgreSQL server of a `forEachBackend` suite).
+ */
+export interface Scope {
+  after(fn: () => unknown): void;
+  diagnostic(message: string): void;
+}
+
 /** Processes each test started, so that its folders are removed only once they have all exited. */
-const procsOf = new WeakMap<TestContext, Set<Proc>>();
+const procsOf = new WeakMap<Scope, Set<Proc>>();
 /** Every process started from this test file: killed when it exits, whatever a failing hook skipped. */
 const everyProc = new Set<Proc>();
 process.on("exit", () => {
   for (const p of everyProc) if (p.alive) p.child.kill("SIGKILL");
 });
 
-export function tmpDir(t: TestContext, prefix = "dfs-test-"): string {
+export function tmpDir(t: Scope, prefix = "dfs-test-"): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
   t.after(async () => {
     // A node still running could write into the folder while it is being removed.
@@ -144,7 +154,7 @@ export interface ChildExec {
 }
 
 /** Starts any program as a child of the test, killed and waited for like a dfs node before the test's folders go. */
-export function spawnChild(t: TestContext, cmd: string, argv: string[], opts: ChildExec = {}): Proc {
+export function spawnChild(t: Scope, cmd: string, argv: string[], opts: ChildExec = {}): Proc {
   const child = spawn(cmd, argv, {
     cwd: opts.cwd ?? ROOT,
     env: opts.env ?? process.env,
@@ -189,6 +199,12 @@ export interface ClusterOptions {
   directories?: (first: string) => string[];
   /** How every node and client of the cluster is started (default: {@link dfsCommand}, in ROOT). */
   exec?: DfsExec;
+  /**
+   * The directory's metadata back end (default: none given, so the directory's own default). "postgres": a
+   * database of its own on the PostgreSQL server of the enclosing `forEachBackend` suite, kept across
+   * directory restarts.
+   */
+  metadata?: Backend;
 }
 
 /** A real multi-process cluster on loopback: certificates, a directory, a lock service and storage nodes. */
@@ -211,16 +227,27 @@ export class Cluster {
 
   private lastDirUrl = "";
   private dirList?: string[];
+  private database?: Promise<string>;
 
   /** What nodes and clients get as --directory: the list of {@link ClusterOptions.directories}, or {@link dirUrl}. */
   get directoryArg(): string {
     return this.dirList?.join(",") ?? this.dirUrl;
   }
 
+  /** What the directory gets as --metadata: "sqlite", or the URL of this cluster's database, made on first use. */
+  async metadata(): Promise<string | undefined> {
+    if (this.opts.metadata !== "postgres") return this.opts.metadata;
+    // Loaded on demand: the PostgreSQL helpers build on this file.
+    this.database ??= import("./backends.js").then((b) => b.freshDatabase());
+    return this.database;
+  }
+
   async startDirectory(port = 0): Promise<void> {
+    const metadata = await this.metadata();
     this.directory = spawnDfs(this.t, [
       "--role", "directory", "--port", String(port), "--data", path.join(this.root, "directory"), "--certs", this.certs,
-      "--dead-after", String(this.opts.deadAfter ?? 3), "--replicas", String(this.opts.replicas ?? 2), ...(this.opts.directoryArgs ?? []),
+      "--dead-after", String(this.opts.deadAfter ?? 3), "--replicas", String(this.opts.replicas ?? 2),
+      ...(metadata ? ["--metadata", metadata] : []), ...(this.opts.directoryArgs ?? []),
     ], this.opts.exec);
     this.lastDirUrl = await this.directory.listening();
   }

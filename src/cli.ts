@@ -7,6 +7,7 @@ import { logger, setLogLevel, setLogSink, type LogLevel } from "./log.js";
 import { CHECKPOINT_COMMAND, runCheckpointCommand } from "./checkpointer.js";
 import { metaDirsOf, parseDirectoryUrls, parseRoles, startNode, type ServerRole } from "./host.js";
 import { migrateDirectory, type MigrateReport } from "./metadata/migrate-directory.js";
+import { parseMetadataOption } from "./metadata/option.js";
 import { recoverMeta, type RecoverReport } from "./roles/directory/recover.js";
 import { DIRECTORY_SCHEMA } from "./roles/directory/schema.js";
 import { runClient } from "./roles/client.js";
@@ -56,7 +57,7 @@ export function buildProgram(): Command {
     .option("--orphan-grace <seconds>", "delete chunks nothing has used this long: no file, no upload, or unknown to the directory (directory)", int("--orphan-grace"), 3600)
     .option("--chunk-size <bytes>", "chunk size for new files, at most 16 MiB (directory)", int("--chunk-size", 1024), 4 * 1024 * 1024)
     .option("--meta-dir <dir>", "an extra folder that keeps a full copy of the metadata, best on another disk (directory; repeatable)", collect)
-    .addOption(new Option("--metadata <url>", "where the directory keeps metadata: sqlite (embedded, in --data) or a PostgreSQL URL (directory)").env("DFS_METADATA").default("sqlite"))
+    .addOption(new Option("--metadata <url>", "where the directory keeps its metadata: sqlite (in --data) or a PostgreSQL URL (directory)").env("DFS_METADATA").default("sqlite"))
     .option("--snapshot-every <records>", "journal records between snapshots of the metadata (directory)", int("--snapshot-every", 1), 10000)
     .option("--capacity <bytes>", "most bytes this storage node keeps", int("--capacity", 1))
     .option("--zone <name>", "failure zone of this storage node", "")
@@ -73,6 +74,8 @@ Examples:
   dfs --role storage --directory wss://box1:9000,wss://box2:9000
                                                   a node that moves to the next directory address when one fails
   dfs --role directory --meta-dir /disk2/meta     a second copy of the metadata on another disk
+  dfs --role directory --metadata postgres://dfs@db1:5432/dfs
+                                                  metadata in PostgreSQL (or set DFS_METADATA)
   dfs directory recover --data ./data             rebuild damaged metadata (with the directory stopped)
   dfs metadata migrate --from ./data --to postgres://dfs@db1/dfs
                                                   copy a stopped directory's metadata into PostgreSQL
@@ -85,6 +88,7 @@ Examples:
         program.help();
       }
       const roles = parseRoles(o.role);
+      const metadata = metadataOf(roles, o.metadata, program.getOptionValueSource("metadata"));
       if (o.logLevel) setLogLevel(o.logLevel as LogLevel);
       // A directory links to itself; only the other roles use the list, so only they are held to it.
       const directoryUrls = roles.includes("directory") ? [] : directoryList(o.directory, program.getOptionValueSource("directory"));
@@ -104,7 +108,7 @@ Examples:
         roles: serverRoles, host: o.host, port: o.port, dataDir: o.data, tls, directoryUrls,
         replicas: o.replicas, minReplicas: o.minReplicas ?? o.replicas, deadAfterMs: o.deadAfter * 1000,
         chunkSize: o.chunkSize, capacity: o.capacity, zone: o.zone, scrubIntervalMs: o.scrubInterval * 1000, orphanGraceMs: o.orphanGrace * 1000,
-        metaDirs: o.metaDir, snapshotEvery: o.snapshotEvery, metadata: o.metadata,
+        metaDirs: o.metaDir, snapshotEvery: o.snapshotEvery, metadata,
       });
       process.stdout.write(`listening on ${node.url}\n`);
       onSignals(() => node.close());
@@ -200,6 +204,23 @@ function directoryList(value: string, source: string | undefined): string[] {
   } catch (err) {
     if (source !== "env") throw err;
     throw new DfsError("BAD_REQUEST", `${toDfsError(err).message}; the value comes from DFS_DIRECTORY`);
+  }
+}
+
+/** The --metadata of a directory process, or a one-line reason that names where a bad value came from. */
+function metadataOf(roles: string[], value: string, source: string | undefined): string | undefined {
+  if (!roles.includes("directory")) {
+    if (source === "cli") {
+      throw new DfsError("BAD_REQUEST", "--metadata is for processes with the directory role: lock and storage processes and clients keep no metadata of their own");
+    }
+    // One environment file may serve every process of a host; only a directory reads DFS_METADATA from it.
+    return undefined;
+  }
+  try {
+    return parseMetadataOption(value);
+  } catch (err) {
+    if (source !== "env") throw err;
+    throw new DfsError("BAD_REQUEST", `${toDfsError(err).message}; the value comes from DFS_METADATA`);
   }
 }
 

@@ -37,7 +37,7 @@ export interface NodeOptions {
   metaDirs?: string[];
   /** Directory: journal records between metadata snapshots. */
   snapshotEvery?: number;
-  /** Directory: `sqlite` (default) or a PostgreSQL URL. */
+  /** Directory: "sqlite" (default, the embedded store) or a PostgreSQL URL, checked before. */
   metadata?: string;
   /** Tag for log lines, to tell nodes of one process apart. */
   label?: string;

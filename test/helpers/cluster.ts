@@ -7,6 +7,7 @@ import type { TestContext } from "node:test";
 import { fileURLToPath } from "node:url";
 import { initCerts } from "../../src/certs/index.js";
 import type { StatusReply } from "../../src/protocol/directory.js";
+import type { Backend } from "./backends.js";
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 
@@ -17,15 +18,24 @@ export function dfsCommand(): { cmd: string; pre: string[] } {
   return { cmd: process.execPath, pre: ["--import", import.meta.resolve("tsx"), path.join(ROOT, "src/node.ts")] };
 }
 
+/**
+ * Who owns what a helper starts, and stops it when done: a test's context, or a suite's owner of
+ * what outlives one test (the PostgreSQL server of a `forEachBackend` suite).
+ */
+export interface Scope {
+  after(fn: () => unknown): void;
+  diagnostic(message: string): void;
+}
+
 /** Processes each test started, so that its folders are removed only once they have all exited. */
-const procsOf = new WeakMap<TestContext, Set<Proc>>();
+const procsOf = new WeakMap<Scope, Set<Proc>>();
 /** Every process started from this test file: killed when it exits, whatever a failing hook skipped. */
 const everyProc = new Set<Proc>();
 process.on("exit", () => {
   for (const p of everyProc) if (p.alive) p.child.kill("SIGKILL");
 });
 
-export function tmpDir(t: TestContext, prefix = "dfs-test-"): string {
+export function tmpDir(t: Scope, prefix = "dfs-test-"): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
   t.after(async () => {
     // A node still running could write into the folder while it is being removed.
@@ -52,11 +62,12 @@ export async function freeAddress(): Promise<string> {
   return `wss://127.0.0.1:${port}`;
 }
 
-/** Polls `fn` until it returns a truthy value; fails with `what` after the deadline. */
-export async function waitFor<T>(fn: () => T | Promise<T>, what: string, timeoutMs = 20_000, everyMs = 100): Promise<NonNullable<T>> {
+/** Polls `fn` until it returns a truthy value; fails with `what` after the deadline, or once `signal` aborts. */
+export async function waitFor<T>(fn: () => T | Promise<T>, what: string, timeoutMs = 20_000, everyMs = 100, signal?: AbortSignal): Promise<NonNullable<T>> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {
+    if (signal?.aborted) throw new Error(`stopped waiting for ${what}`);
     try {
       const v = await fn();
       if (v) return v as NonNullable<T>;
@@ -86,12 +97,14 @@ export class Proc {
   }
 
   async listening(timeoutMs = 60_000): Promise<string> {
+    // Polling stops once the race is decided: a node that failed to start must not keep the test file alive.
+    const decided = new AbortController();
     const m = await Promise.race([
-      waitFor(() => /listening on (wss:\/\/\S+)/.exec(this.stdout), "listening line", timeoutMs, 20),
+      waitFor(() => /listening on (wss:\/\/\S+)/.exec(this.stdout), "listening line", timeoutMs, 20, decided.signal),
       this.exited.then((code) => {
         throw new Error(`dfs ${this.args.join(" ")} exited with ${code} before listening:\n${this.stderr}`);
       }),
-    ]);
+    ]).finally(() => decided.abort());
     this.url = m[1]!;
     return this.url;
   }
@@ -141,7 +154,7 @@ export interface ChildExec {
 }
 
 /** Starts any program as a child of the test, killed and waited for like a dfs node before the test's folders go. */
-export function spawnChild(t: TestContext, cmd: string, argv: string[], opts: ChildExec = {}): Proc {
+export function spawnChild(t: Scope, cmd: string, argv: string[], opts: ChildExec = {}): Proc {
   const child = spawn(cmd, argv, {
     cwd: opts.cwd ?? ROOT,
     env: opts.env ?? process.env,
@@ -186,6 +199,12 @@ export interface ClusterOptions {
   directories?: (first: string) => string[];
   /** How every node and client of the cluster is started (default: {@link dfsCommand}, in ROOT). */
   exec?: DfsExec;
+  /**
+   * The directory's metadata back end (default: none given, so the directory's own default). "postgres": a
+   * database of its own on the PostgreSQL server of the enclosing `forEachBackend` suite, kept across
+   * directory restarts.
+   */
+  metadata?: Backend;
 }
 
 /** A real multi-process cluster on loopback: certificates, a directory, a lock service and storage nodes. */
@@ -208,16 +227,27 @@ export class Cluster {
 
   private lastDirUrl = "";
   private dirList?: string[];
+  private database?: Promise<string>;
 
   /** What nodes and clients get as --directory: the list of {@link ClusterOptions.directories}, or {@link dirUrl}. */
   get directoryArg(): string {
     return this.dirList?.join(",") ?? this.dirUrl;
   }
 
+  /** What the directory gets as --metadata: "sqlite", or the URL of this cluster's database, made on first use. */
+  async metadata(): Promise<string | undefined> {
+    if (this.opts.metadata !== "postgres") return this.opts.metadata;
+    // Loaded on demand: the PostgreSQL helpers build on this file.
+    this.database ??= import("./backends.js").then((b) => b.freshDatabase());
+    return this.database;
+  }
+
   async startDirectory(port = 0): Promise<void> {
+    const metadata = await this.metadata();
     this.directory = spawnDfs(this.t, [
       "--role", "directory", "--port", String(port), "--data", path.join(this.root, "directory"), "--certs", this.certs,
-      "--dead-after", String(this.opts.deadAfter ?? 3), "--replicas", String(this.opts.replicas ?? 2), ...(this.opts.directoryArgs ?? []),
+      "--dead-after", String(this.opts.deadAfter ?? 3), "--replicas", String(this.opts.replicas ?? 2),
+      ...(metadata ? ["--metadata", metadata] : []), ...(this.opts.directoryArgs ?? []),
     ], this.opts.exec);
     this.lastDirUrl = await this.directory.listening();
   }

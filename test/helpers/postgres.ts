@@ -5,7 +5,7 @@ import path from "node:path";
 import type { TestContext } from "node:test";
 import { promisify } from "node:util";
 import postgres from "postgres";
-import { Proc, ROOT, spawnChild, tmpDir, waitFor } from "./cluster.js";
+import { Proc, ROOT, spawnChild, tmpDir, waitFor, type Scope } from "./cluster.js";
 
 /**
  * Throwaway PostgreSQL servers for tests: a primary in a temp folder on a free loopback port, and
@@ -84,7 +84,7 @@ function serverEnv(): NodeJS.ProcessEnv {
 }
 
 /** A folder of the test that the server's account owns. */
-function serverFolder(t: TestContext, prefix: string, runAs: RunAs): string {
+function serverFolder(t: Scope, prefix: string, runAs: RunAs): string {
   const dir = tmpDir(t, prefix);
   if (runAs.uid !== undefined) fs.chownSync(dir, runAs.uid, runAs.gid!);
   return dir;
@@ -112,7 +112,7 @@ export class PgServer {
   proc!: Proc;
 
   constructor(
-    protected readonly t: TestContext,
+    protected readonly t: Scope,
     /** The server's temp folder: `data/` and the unix socket folder `sock/`. */
     readonly root: string,
     public port: number,
@@ -213,7 +213,7 @@ export class PgStandby extends PgServer {
 const BASE_SETTINGS = ["fsync=on", "synchronous_commit=on", "shared_buffers=16MB", "max_connections=60", "max_wal_senders=5", "wal_level=replica"];
 
 /** Starts a fresh primary for the test; `settings` are extra `name=value` server settings. */
-export async function startPostgres(t: TestContext, opts: { settings?: string[] } = {}): Promise<PgServer> {
+export async function startPostgres(t: Scope, opts: { settings?: string[] } = {}): Promise<PgServer> {
   const { bin, runAs } = setup();
   const server = new PgServer(t, serverFolder(t, "dfs-pg-", runAs), await freePort(), [...BASE_SETTINGS, ...(opts.settings ?? [])]);
   await runTool(bin, "initdb", ["-D", server.dataDir, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync"], runAs, server.root);

@@ -119,7 +119,7 @@ export async function createDirectory(components: { log: Logger; checkpointer?: 
       return later(members.badReplica(b, peer, drop).then(() => null));
     }),
     "dir.lease": handler(LOCKS, dirSchemas.lease, deferred((b) => leases.lease(b))),
-    "dir.unlease": handler(LOCKS, dirSchemas.unlease, (b) => (leases.unlease(b.path, b.token), null)),
+    "dir.unlease": handler(LOCKS, dirSchemas.unlease, (b) => (leases.unlease(b.path, b.token, b.session), null)),
   };
 
   const actor = new Actor({

@@ -83,8 +83,11 @@ export const dirSchemas = {
     session: sessionId,
     ttlMs: count.min(100).max(3_600_000),
   }),
-  /** From the lock service: the lease with this token ended (released, expired, holder gone). */
-  unlease: z.object({ path: remotePath, token: count }),
+  /**
+   * From the lock service: the lease with this token ended (released, expired, holder gone). With `session`, a
+   * release the lock service cannot vouch for (it never granted the lease): it must be that session's lease.
+   */
+  unlease: z.object({ path: remotePath, token: count, session: sessionId.optional() }),
 } as const;
 
 export type RegisterBody = z.output<typeof dirSchemas.register>;
@@ -199,4 +202,6 @@ export interface CommitReply {
 export interface LeaseReply {
   token: number;
   expiresAt: number;
+  /** What others are shown as the holder; on a renewal, as recorded at the grant. */
+  owner: string;
 }

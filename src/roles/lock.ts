@@ -27,8 +27,8 @@ type ReleaseBody = ReturnType<typeof lockSchemas.release.parse>;
 
 /**
  * The lock role: exclusive write locks with leases and FIFO waiters. The directory records every lease (and
- * issues its fencing token) before the holder hears of it, so tokens only grow and a restarted lock service
- * finds its leases again there.
+ * issues its fencing token) before the holder hears of it, so tokens only grow, and several lock services can
+ * serve one cluster: a holder whose lock service died renews or releases through another one.
  */
 export async function createLock(components: { log: Logger; directory: Upstream }, init: LockInit): Promise<LockService> {
   const { log } = components;
@@ -43,11 +43,8 @@ export async function createLock(components: { log: Logger; directory: Upstream 
     "lock.acquire": {
       allow: ["client", "directory"],
       parse: parser(lockSchemas.acquire),
-      handle: (b: AcquireBody, peer: Peer) => {
-        const r = table.acquire(b.path, claimant(b, peer), b.waitMs);
-        // A grant waits on the directory and a waiter on the holder; the mailbox goes on meanwhile.
-        return r instanceof Promise ? later(r) : r;
-      },
+      // A grant waits on the directory and a waiter on the holder; the mailbox goes on meanwhile.
+      handle: (b: AcquireBody, peer: Peer) => later(table.acquire(b.path, claimant(b, peer), b.waitMs)),
     },
     "lock.renew": {
       allow: ["client", "directory"],
@@ -66,7 +63,7 @@ export async function createLock(components: { log: Logger; directory: Upstream 
   async function register(peer: Peer): Promise<void> {
     const reply = await peer.request<RegisterReply>("dir.register", { kind: "lock", id: nodeId, url: init.url }, { timeoutMs: 30_000 });
     // Synchronous, like every decision of the table, so it never interleaves with one.
-    table.restore(reply.leases, reply.now);
+    table.restore(reply.leases);
     clearInterval(heartbeat);
     heartbeat = setInterval(() => {
       if (!peer.closed) void peer.tell("dir.heartbeat", { free: 0, used: 0, chunks: 0 }).catch(() => {});

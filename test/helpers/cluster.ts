@@ -252,9 +252,16 @@ export class Cluster {
     this.lastDirUrl = await this.directory.listening();
   }
 
-  async startLock(): Promise<void> {
-    this.lock = spawnDfs(this.t, ["--role", "lock", "--port", "0", "--data", path.join(this.root, "lock"), "--certs", this.certs, "--directory", this.directoryArg], this.opts.exec);
-    await this.lock.listening();
+  /**
+   * Starts the lock service, or with another `name` (its data folder) one more lock process; `directory` is
+   * where it reaches the directory (default: where every node does).
+   */
+  async startLock(opts: { name?: string; directory?: string } = {}): Promise<Proc> {
+    const name = opts.name ?? "lock";
+    const p = spawnDfs(this.t, ["--role", "lock", "--port", "0", "--data", path.join(this.root, name), "--certs", this.certs, "--directory", opts.directory ?? this.directoryArg], this.opts.exec);
+    if (name === "lock") this.lock = p;
+    await p.listening();
+    return p;
   }
 
   async startStorage(i: number): Promise<Proc> {

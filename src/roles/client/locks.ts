@@ -32,6 +32,8 @@ export class LockManager implements Upstream {
   private readonly lostLocks = new Map<string, DfsError>();
   private link?: Link;
   private url?: string;
+  /** The link lost its connection: its lock service may be gone for good, and another one may be up. */
+  private dropped = false;
 
   constructor(private readonly init: LockManagerInit) {}
 
@@ -44,7 +46,7 @@ export class LockManager implements Upstream {
     for (let attempt = 0; ; attempt++) {
       let last: DfsError;
       try {
-        const link = await this.service(attempt > 0);
+        const link = await this.service(attempt > 0 || this.dropped);
         const peer = await link.ready({ timeoutMs: Math.min(5000, Math.max(100, deadline - Date.now())), signal: opts.signal });
         return await peer.request<T>(type, body, { ...opts, timeoutMs: Math.max(100, deadline - Date.now()) });
       } catch (err) {
@@ -61,14 +63,25 @@ export class LockManager implements Upstream {
   }
 
   private async service(refresh: boolean): Promise<Link> {
-    if (this.link && !refresh) return this.link;
+    // A link that is up stays: leaving a lock service ends the leases held through it.
+    if (this.link && (!refresh || this.link.up)) return this.link;
     const { lockUrl } = await this.init.hello();
     if (!lockUrl) throw new DfsError("UNAVAILABLE", "no lock service is registered with the directory; start one with `dfs --role lock`");
     if (this.link && lockUrl === this.url) return this.link;
     void this.link?.close();
     this.url = lockUrl;
-    this.link = new Link({ urls: [lockUrl], tls: this.init.tls, log: this.init.log, expectRoles: ["lock", "directory"], what: "lock service" }).start();
-    return this.link;
+    this.dropped = false;
+    const link: Link = new Link({
+      urls: [lockUrl], tls: this.init.tls, log: this.init.log, expectRoles: ["lock", "directory"], what: "lock service",
+      onUp: () => {
+        if (this.link === link) this.dropped = false;
+      },
+      onDown: () => {
+        if (this.link === link) this.dropped = true;
+      },
+    }).start();
+    this.link = link;
+    return link;
   }
 
   /**

@@ -36,32 +36,54 @@ export class Leases {
     return { token: Number(r[0]), owner: String(r[1]), session: String(r[2]), expires: Number(r[3]) };
   }
 
-  /** Grants (no token) or renews a lease; the reply waits until the record is on disk. */
+  /**
+   * Grants (no token) or renews a lease; the reply waits until the record is on disk. Several lock services
+   * may grant at once, so a grant is refused while another session's lease runs: this record, not any one lock
+   * service, decides who holds a path.
+   */
   lease(b: LeaseBody, now = Date.now()): Promise<LeaseReply> {
     const expires = now + b.ttlMs;
+    const l = this.current(b.path, now);
     let token: number;
+    let owner = b.owner;
     if (b.token === undefined) {
-      // A grant replaces whatever lease the path had: the lock service decided its holder is gone.
+      if (l && l.session !== b.session) {
+        throw new DfsError("LOCKED", `${b.path} is locked by ${l.owner || "another client"} until ${new Date(l.expires).toISOString()}`, {
+          details: { path: b.path, holder: l.owner, expiresAt: l.expires, remainingMs: l.expires - now },
+        });
+      }
+      // The same session asking again replaces its lease: the answer to its earlier grant may have been lost.
       token = (metaNumber(this.db, "token") ?? 0) + 1;
     } else {
-      const l = this.current(b.path, now);
       if (!l || l.token !== b.token || l.session !== b.session) {
         throw new DfsError("STALE_TOKEN", `the lease on ${b.path} with token ${b.token} has ended; it cannot be renewed`, {
           details: { path: b.path, token: b.token },
         });
       }
       token = b.token;
+      // A lock service that adopts a lease renews it without knowing who took it.
+      owner = l.owner;
     }
-    const { durable } = this.commit({ op: "lease", path: b.path, token, owner: b.owner, session: b.session, expires });
-    return durable.then(() => ({ token, expiresAt: expires }));
+    const { durable } = this.commit({ op: "lease", path: b.path, token, owner, session: b.session, expires });
+    return durable.then(() => ({ token, expiresAt: expires, owner }));
   }
 
   /**
    * Forgets a lease at once, without waiting for the disk: should the record be lost in a crash, the lease
-   * only comes back until it would have expired, fencing the path longer, never less.
+   * only comes back until it would have expired, fencing the path longer, never less. With a session (a
+   * release through a lock service that never saw the grant), only that session may end the lease.
    */
-  unlease(path: string, token: number): void {
-    if (get(this.db, "SELECT 1 FROM leases WHERE path=? AND token=?", [path, token]) === undefined) return;
+  unlease(path: string, token: number, session?: string): void {
+    const r = get(this.db, "SELECT session FROM leases WHERE path=? AND token=?", [path, token]);
+    if (r === undefined) {
+      if (session === undefined) return;
+      throw new DfsError("STALE_TOKEN", `the lock on ${path} with token ${token} is no longer held (lease expired or released)`, {
+        details: { path, token },
+      });
+    }
+    if (session !== undefined && String(r[0]) !== session) {
+      throw new DfsError("FORBIDDEN", `only the holder of the lock on ${path} may renew or release it`);
+    }
     this.commit({ op: "unlease", path, token });
   }
 

@@ -115,9 +115,10 @@ export class NodeTable {
       .map(([id, zone, free]) => ({ id: String(id), zone: String(zone), free: Number(free) }));
   }
 
+  /** One of the live lock services, at random: clients spread over them, as each asks on its own. */
   lockUrl(): string | null {
-    const r = get(this.db, "SELECT url FROM nodes WHERE role='lock' AND state='up' ORDER BY seen DESC LIMIT 1");
-    return r ? String(r[0]) : null;
+    const urls = all(this.db, "SELECT url FROM nodes WHERE role='lock' AND state='up'").map((r) => String(r[0]));
+    return urls.length === 0 ? null : urls[Math.floor(Math.random() * urls.length)]!;
   }
 
   list(): NodeStatus[] {

@@ -115,7 +115,7 @@ export async function openSqliteCore(components: { log: Logger; checkpointer?: C
       return members.badReplica(b, peer, drop);
     },
     lease: (b) => leases.lease(b),
-    unlease: (b) => leases.unlease(b.path, b.token),
+    unlease: (b) => leases.unlease(b.path, b.token, b.session),
     files: () => ns.totals().files,
     close() {
       closing ??= (async () => {

@@ -32,6 +32,7 @@ export class PgLeases {
     return this.db.transact(async (tx) => {
       const l = await this.current(tx, b.path);
       let token: number;
+      let owner = b.owner;
       if (b.token === undefined) {
         if (l && l.session !== b.session) {
           const now = Number((await tx.get(`SELECT ${NOW_MS}`))![0]);
@@ -47,14 +48,16 @@ export class PgLeases {
           });
         }
         token = b.token;
+        // A lock service that adopts a lease renews it without knowing who took it.
+        owner = l.owner;
       }
       const expires = Number((await tx.get(`SELECT ${NOW_MS} + ?`, [b.ttlMs]))![0]);
       await tx.run(
         `INSERT INTO leases(path, token, owner, session, expires) VALUES(?,?,?,?,?)
          ON CONFLICT(path) DO UPDATE SET token=excluded.token, owner=excluded.owner, session=excluded.session, expires=excluded.expires`,
-        [b.path, token, b.owner, b.session, expires],
+        [b.path, token, owner, b.session, expires],
       );
-      return { token, expiresAt: expires };
+      return { token, expiresAt: expires, owner };
     });
   }
 
@@ -62,9 +65,14 @@ export class PgLeases {
   async unlease(b: { path: string; token: number; session?: string }): Promise<void> {
     await this.db.transact(async (tx) => {
       const r = await tx.get("SELECT session FROM leases WHERE path=? AND token=?", [b.path, b.token]);
-      if (!r) return;
+      if (!r) {
+        if (b.session === undefined) return;
+        throw new DfsError("STALE_TOKEN", `the lock on ${b.path} with token ${b.token} is no longer held (lease expired or released)`, {
+          details: { path: b.path, token: b.token },
+        });
+      }
       if (b.session !== undefined && String(r[0]) !== b.session) {
-        throw new DfsError("FORBIDDEN", `only the holder of the lock on ${b.path} may release it`);
+        throw new DfsError("FORBIDDEN", `only the holder of the lock on ${b.path} may renew or release it`);
       }
       await tx.run("DELETE FROM leases WHERE path=? AND token=?", [b.path, b.token]);
     });

@@ -89,8 +89,11 @@ test("two directories, two lock services, three storage nodes on PostgreSQL: kil
   });
   const carryOn = async (what: string) => {
     const since = Date.now();
-    await waitFor(() => lastOk.every((at) => at > since), `every client writing again after ${what}`, (DEAD_AFTER_S + 5) * 1000 + 20_000);
-    return (Math.max(...lastOk) - since) / 1000;
+    await waitFor(() => lastOk.every((at) => at > since), `every client writing again after ${what}`, (DEAD_AFTER_S + 5) * 1000);
+    const took = (Math.max(...lastOk) - since) / 1000;
+    const base = increments;
+    await waitFor(() => increments >= base + 6, `writes going on after ${what}`, 60_000);
+    return took;
   };
   await waitFor(() => increments >= 6, "writes under way", 60_000);
 
@@ -118,7 +121,7 @@ test("two directories, two lock services, three storage nodes on PostgreSQL: kil
   // Fencing tokens never go backwards: each grant's token is above every earlier grant's.
   grants.sort((a, b) => a.at - b.at);
   for (let i = 1; i < grants.length; i++) assert.ok(grants[i]!.token > grants[i - 1]!.token, `grant ${i}: token ${grants[i]!.token} after ${grants[i - 1]!.token}`);
-  assert.ok(acked.size > 20, `${acked.size} writes acknowledged`);
+  assert.ok(acked.size >= 18, `${acked.size} writes acknowledged`);
 });
 
 test("PostgreSQL primary killed during writes, its synchronous standby promoted: no acknowledged write lost, directories reconnect by themselves", { timeout: 300_000 }, async (t) => {

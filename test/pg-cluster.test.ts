@@ -12,6 +12,22 @@ import { multiHostUrl, startPostgres, startStandby } from "./helpers/postgres.js
 const DEAD_AFTER_S = 3;
 const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 
+async function readAll(client: DfsClient, file: string): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  await client.read(file, async (b) => void parts.push(Buffer.from(b)));
+  return Buffer.concat(parts);
+}
+
+/** The counter in `file`, 0 when the file does not exist yet. */
+async function readCounter(client: DfsClient, file: string): Promise<number> {
+  try {
+    return Number((await readAll(client, file)).toString());
+  } catch (err) {
+    if ((err as { code?: string }).code !== "NOT_FOUND") throw err;
+    return 0;
+  }
+}
+
 /** Directory processes, lock processes and storage nodes over one PostgreSQL database, every node given every directory. */
 async function pgCluster(t: TestContext, n: { directories: number; locks: number; storage: number }, pgUrl: string) {
   const root = tmpDir(t, "dfs-pg-cluster-");
@@ -69,14 +85,7 @@ test("two directories, two lock services, three storage nodes on PostgreSQL: kil
         const lease = await cl.lock("/counter", { waitMs: 20_000 });
         grants.push({ token: lease.token, at: Date.now() });
         attempted++;
-        let v = 0;
-        try {
-          const parts: Buffer[] = [];
-          await cl.read("/counter", async (b) => void parts.push(Buffer.from(b)));
-          v = Number(Buffer.concat(parts).toString());
-        } catch (err) {
-          if ((err as { code?: string }).code !== "NOT_FOUND") throw err;
-        }
+        const v = await readCounter(cl, "/counter");
         await cl.write("/counter", [Buffer.from(String(v + 1))]);
         increments++;
         await cl.unlock("/counter");
@@ -109,13 +118,9 @@ test("two directories, two lock services, three storage nodes on PostgreSQL: kil
   const check = c.client("check");
   t.after(() => check.close());
   for (const [file, hash] of acked) {
-    const parts: Buffer[] = [];
-    await check.read(file, async (b) => void parts.push(Buffer.from(b)));
-    assert.equal(sha(Buffer.concat(parts)), hash, `${file} reads back as written`);
+    assert.equal(sha(await readAll(check, file)), hash, `${file} reads back as written`);
   }
-  const parts: Buffer[] = [];
-  await check.read("/counter", async (b) => void parts.push(Buffer.from(b)));
-  const counter = Number(Buffer.concat(parts).toString());
+  const counter = await readCounter(check, "/counter");
   // An increment whose outcome was unknown may or may not have landed; none acknowledged may be missing.
   assert.ok(counter >= increments && counter <= attempted, `counter ${counter}: ${increments} acknowledged, ${attempted} attempted`);
   // Fencing tokens never go backwards: each grant's token is above every earlier grant's.
@@ -157,9 +162,7 @@ test("PostgreSQL primary killed during writes, its synchronous standby promoted:
   const check = c.client("check");
   t.after(() => check.close());
   for (const [file, hash] of acked) {
-    const parts: Buffer[] = [];
-    await check.read(file, async (b) => void parts.push(Buffer.from(b)));
-    assert.equal(sha(Buffer.concat(parts)), hash, `${file} reads back as written`);
+    assert.equal(sha(await readAll(check, file)), hash, `${file} reads back as written`);
   }
   const rows = await standby.query("SELECT COUNT(*)::int AS n FROM files");
   assert.ok(Number(rows[0]!.n) >= acked.size, "every acknowledged file is in the promoted database");
@@ -188,23 +191,14 @@ test("two directory+lock processes on PostgreSQL, two clients each on its own on
     for (let r = 0; r < ROUNDS; r++) {
       const lease = await cl.lock("/race", { waitMs: 60_000 });
       const from = Date.now();
-      let v = 0;
-      try {
-        const parts: Buffer[] = [];
-        await cl.read("/race", async (b) => void parts.push(Buffer.from(b)));
-        v = Number(Buffer.concat(parts).toString());
-      } catch (err) {
-        if ((err as { code?: string }).code !== "NOT_FOUND") throw err;
-      }
+      const v = await readCounter(cl, "/race");
       await cl.write("/race", [Buffer.from(String(v + 1))]);
       const to = Date.now();
       await cl.unlock("/race");
       held.push({ who, token: lease.token, from, to });
     }
   }));
-  const parts: Buffer[] = [];
-  await clients[1]!.read("/race", async (b) => void parts.push(Buffer.from(b)));
-  assert.equal(Number(Buffer.concat(parts).toString()), 2 * ROUNDS, "every increment counted once: no lost update");
+  assert.equal(await readCounter(clients[1]!, "/race"), 2 * ROUNDS, "every increment counted once: no lost update");
   held.sort((a, b) => a.from - b.from);
   for (let i = 1; i < held.length; i++) {
     const [a, b] = [held[i - 1]!, held[i]!];

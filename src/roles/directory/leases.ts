@@ -43,27 +43,10 @@ export class Leases {
    */
   lease(b: LeaseBody, now = Date.now()): Promise<LeaseReply> {
     const expires = now + b.ttlMs;
-    const l = this.current(b.path, now);
-    let token: number;
-    let owner = b.owner;
-    if (b.token === undefined) {
-      if (l && l.session !== b.session) {
-        throw new DfsError("LOCKED", `${b.path} is locked by ${l.owner || "another client"} until ${new Date(l.expires).toISOString()}`, {
-          details: { path: b.path, holder: l.owner, expiresAt: l.expires, remainingMs: l.expires - now },
-        });
-      }
-      // The same session asking again replaces its lease: the answer to its earlier grant may have been lost.
-      token = (metaNumber(this.db, "token") ?? 0) + 1;
-    } else {
-      if (!l || l.token !== b.token || l.session !== b.session) {
-        throw new DfsError("STALE_TOKEN", `the lease on ${b.path} with token ${b.token} has ended; it cannot be renewed`, {
-          details: { path: b.path, token: b.token },
-        });
-      }
-      token = b.token;
-      // A lock service that adopts a lease renews it without knowing who took it.
-      owner = l.owner;
-    }
+    const ask = leaseRequest(b, this.current(b.path, now), now);
+    // The same session asking again for a grant replaces its lease: the answer to its earlier one may have been lost.
+    const token = ask.token ?? (metaNumber(this.db, "token") ?? 0) + 1;
+    const owner = ask.owner;
     const { durable } = this.commit({ op: "lease", path: b.path, token, owner, session: b.session, expires });
     return durable.then(() => ({ token, expiresAt: expires, owner }));
   }
@@ -101,6 +84,29 @@ export class Leases {
   check(path: string, cred: Credential, now = Date.now()): void {
     fence(path, this.current(path, now), cred);
   }
+}
+
+/**
+ * Checks a grant (no token) or renewal against the path's live lease `l`: a grant while another session's lease
+ * runs is LOCKED (several lock services may grant at once: the lease record, not any one of them, decides who
+ * holds a path); a renewal must name the running lease and its session. Returns the token a renewal keeps and
+ * the owner to record (a lock service that adopts a lease renews it without knowing who took it).
+ */
+export function leaseRequest(b: LeaseBody, l: Lease | undefined, now: number): { token?: number; owner: string } {
+  if (b.token === undefined) {
+    if (l && l.session !== b.session) {
+      throw new DfsError("LOCKED", `${b.path} is locked by ${l.owner || "another client"} until ${new Date(l.expires).toISOString()}`, {
+        details: { path: b.path, holder: l.owner, expiresAt: l.expires, remainingMs: Math.max(0, l.expires - now) },
+      });
+    }
+    return { owner: b.owner };
+  }
+  if (!l || l.token !== b.token || l.session !== b.session) {
+    throw new DfsError("STALE_TOKEN", `the lease on ${b.path} with token ${b.token} has ended; it cannot be renewed`, {
+      details: { path: b.path, token: b.token },
+    });
+  }
+  return { token: b.token, owner: l.owner };
 }
 
 /**

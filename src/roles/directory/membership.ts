@@ -9,7 +9,7 @@ import type { Generations } from "./gens.js";
 import type { Leases } from "./leases.js";
 import type { NodeTable } from "./nodes.js";
 import type { Repairer } from "./repair.js";
-import { checkRegistration } from "./rules.js";
+import { checkRegistration, confirmedBad } from "./rules.js";
 import { metaText, type DirRecord } from "./schema.js";
 import { all, get, run } from "./sql.js";
 
@@ -112,18 +112,6 @@ export class Membership {
     if (nodes.idOf(peer) === b.node) return drop();
     const holder = nodes.peerOf(b.node);
     if (!holder) return; // A node that is not up does not count as a replica anyway.
-    let state: VerifyReply["state"];
-    try {
-      state = (await holder.request<VerifyReply>("store.verify", { hash: b.hash }, { timeoutMs: 30_000 })).state;
-    } catch (err) {
-      log.warn("could not check a reported bad replica", { hash: b.hash, node: b.node, err });
-      return;
-    }
-    if (state === "ok") {
-      log.warn("reported bad replica is fine, kept", { hash: b.hash, node: b.node, by: peer.name, reason: b.reason });
-      return;
-    }
-    log.warn("bad replica confirmed", { hash: b.hash, node: b.node, state, reason: b.reason });
-    return drop();
+    if (await confirmedBad(log, b, peer.name, () => holder.request<VerifyReply>("store.verify", { hash: b.hash }, { timeoutMs: 30_000 }))) return drop();
   }
 }

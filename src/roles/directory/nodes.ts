@@ -2,7 +2,7 @@ import type { Database } from "sql.js";
 import type { NodeState, NodeStatus, Replica } from "../../protocol/directory.js";
 import type { Peer } from "../../transport/actor.js";
 import type { Logger } from "../../log.js";
-import { all, get, run } from "./sql.js";
+import { all, get, run, type Row } from "./sql.js";
 
 interface Live {
   peer: Peer;
@@ -122,18 +122,7 @@ export class NodeTable {
   }
 
   list(): NodeStatus[] {
-    return all(this.db, "SELECT id, role, url, zone, state, capacity, free, used, chunks, seen FROM nodes ORDER BY role, id").map((r) => ({
-      id: String(r[0]),
-      role: String(r[1]) as NodeStatus["role"],
-      url: String(r[2]),
-      zone: String(r[3]),
-      state: String(r[4]) as NodeState,
-      capacity: r[5] === null ? null : Number(r[5]),
-      free: Number(r[6]),
-      used: Number(r[7]),
-      chunks: Number(r[8]),
-      lastSeen: new Date(Number(r[9])).toISOString(),
-    }));
+    return all(this.db, "SELECT id, role, url, zone, state, capacity, free, used, chunks, seen FROM nodes ORDER BY role, id").map(nodeStatus);
   }
 
   close(): void {
@@ -156,4 +145,20 @@ export class NodeTable {
       this.onDown(String(id));
     }
   }
+}
+
+/** A node as status shows it, from a row of id, role, url, zone, state, capacity, free, used, chunks, seen. */
+export function nodeStatus(r: Row): NodeStatus {
+  return {
+    id: String(r[0]),
+    role: String(r[1]) as NodeStatus["role"],
+    url: String(r[2]),
+    zone: String(r[3]),
+    state: String(r[4]) as NodeState,
+    capacity: r[5] === null ? null : Number(r[5]),
+    free: Number(r[6]),
+    used: Number(r[7]),
+    chunks: Number(r[8]),
+    lastSeen: new Date(Number(r[9])).toISOString(),
+  };
 }

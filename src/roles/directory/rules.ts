@@ -1,5 +1,7 @@
 import { createHash } from "node:crypto";
 import type { RegisterBody } from "../../protocol/directory.js";
+import type { VerifyReply } from "../../protocol/storage.js";
+import type { Logger } from "../../log.js";
 import { DfsError } from "../../protocol/errors.js";
 
 /*
@@ -65,3 +67,24 @@ export function versionConflict(path: string, baseVersion: number, version: numb
 
 export const noSuchFile = (path: string) => new DfsError("NOT_FOUND", `no such file: ${path}`);
 export const targetExists = (path: string) => new DfsError("EXISTS", `${path} already exists; remove it first`);
+
+/**
+ * Whether a replica reported bad by someone other than its node is to be dropped: only once the node, asked
+ * with `verify`, says so, so that nobody can delist a good copy by saying so. A node that cannot be asked
+ * keeps the replica.
+ */
+export async function confirmedBad(log: Logger, b: { hash: string; node: string; reason: string }, by: string, verify: () => Promise<VerifyReply>): Promise<boolean> {
+  let state: VerifyReply["state"];
+  try {
+    state = (await verify()).state;
+  } catch (err) {
+    log.warn("could not check a reported bad replica", { hash: b.hash, node: b.node, err });
+    return false;
+  }
+  if (state === "ok") {
+    log.warn("reported bad replica is fine, kept", { hash: b.hash, node: b.node, by, reason: b.reason });
+    return false;
+  }
+  log.warn("bad replica confirmed", { hash: b.hash, node: b.node, state, reason: b.reason });
+  return true;
+}

@@ -1,6 +1,8 @@
 import { randomBytes } from "node:crypto";
 import { ensureDirectorySchema } from "../../../metadata/directory-schema.js";
-import { openPostgres } from "../../../metadata/postgres.js";
+import { setTimeout as sleep } from "node:timers/promises";
+import { sqlState } from "../../../metadata/pg-errors.js";
+import { openPostgres, type PostgresBackend } from "../../../metadata/postgres.js";
 import type { Tx } from "../../../metadata/tx.js";
 import { DfsError } from "../../../protocol/errors.js";
 import type { Logger } from "../../../log.js";
@@ -34,7 +36,7 @@ export async function openPgCore(components: { log: Logger; peers: PeerPool }, i
   let clusterId: string;
   try {
     // Schema changes in a transaction of their own; CockroachDB limits what else such a transaction may do.
-    await db.transact((tx) => ensureDirectorySchema(tx), { timeoutMs: 30_000 });
+    await ensureSchema(db);
     clusterId = await db.transact((tx) => prepare(tx), { timeoutMs: 30_000 });
   } catch (err) {
     await db.close();
@@ -148,6 +150,25 @@ export async function openPgCore(components: { log: Logger; peers: PeerPool }, i
       return closing;
     },
   };
+}
+
+/** SQLSTATEs of a table, type or sequence that another process created meanwhile. */
+const CREATED_MEANWHILE = new Set(["23505", "42P07", "42710"]);
+
+/**
+ * Makes the tables where they are missing. Directory processes starting together on an empty database race to
+ * create them, and PostgreSQL fails the losers' CREATE ... IF NOT EXISTS with a duplicate; the next attempt
+ * finds the winners' tables.
+ */
+async function ensureSchema(db: PostgresBackend): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await db.transact((tx) => ensureDirectorySchema(tx), { timeoutMs: 30_000 });
+    } catch (err) {
+      if (attempt >= 5 || !CREATED_MEANWHILE.has(sqlState(err) ?? "")) throw err;
+      await sleep(100 * attempt);
+    }
+  }
 }
 
 /**

@@ -2,7 +2,7 @@ import type { LeaseBody, LeaseInfo, LeaseReply } from "../../../protocol/directo
 import { DfsError } from "../../../protocol/errors.js";
 import type { PostgresBackend } from "../../../metadata/postgres.js";
 import type { Tx } from "../../../metadata/tx.js";
-import { fence, type Credential, type Lease } from "../leases.js";
+import { fence, leaseRequest, type Credential, type Lease } from "../leases.js";
 import { NOW_MS } from "./nodes.js";
 
 /**
@@ -30,28 +30,11 @@ export class PgLeases {
    */
   lease(b: LeaseBody): Promise<LeaseReply> {
     return this.db.transact(async (tx) => {
-      const l = await this.current(tx, b.path);
-      let token: number;
-      let owner = b.owner;
-      if (b.token === undefined) {
-        if (l && l.session !== b.session) {
-          const now = Number((await tx.get(`SELECT ${NOW_MS}`))![0]);
-          throw new DfsError("LOCKED", `${b.path} is locked by ${l.owner || "another client"} until ${new Date(l.expires).toISOString()}`, {
-            details: { path: b.path, holder: l.owner, expiresAt: l.expires, remainingMs: Math.max(0, l.expires - now) },
-          });
-        }
-        token = Number((await tx.get("SELECT nextval('lease_tokens')"))![0]);
-      } else {
-        if (!l || l.token !== b.token || l.session !== b.session) {
-          throw new DfsError("STALE_TOKEN", `the lease on ${b.path} with token ${b.token} has ended; it cannot be renewed`, {
-            details: { path: b.path, token: b.token },
-          });
-        }
-        token = b.token;
-        // A lock service that adopts a lease renews it without knowing who took it.
-        owner = l.owner;
-      }
-      const expires = Number((await tx.get(`SELECT ${NOW_MS} + ?`, [b.ttlMs]))![0]);
+      const now = Number((await tx.get(`SELECT ${NOW_MS}`))![0]);
+      const ask = leaseRequest(b, await this.current(tx, b.path), now);
+      const token = ask.token ?? Number((await tx.get("SELECT nextval('lease_tokens')"))![0]);
+      const owner = ask.owner;
+      const expires = now + b.ttlMs;
       await tx.run(
         `INSERT INTO leases(path, token, owner, session, expires) VALUES(?,?,?,?,?)
          ON CONFLICT(path) DO UPDATE SET token=excluded.token, owner=excluded.owner, session=excluded.session, expires=excluded.expires`,

@@ -4,7 +4,7 @@ import type { VerifyReply } from "../../../protocol/storage.js";
 import type { PostgresBackend } from "../../../metadata/postgres.js";
 import type { Peer } from "../../../transport/actor.js";
 import type { Logger } from "../../../log.js";
-import { checkRegistration } from "../rules.js";
+import { checkRegistration, confirmedBad } from "../rules.js";
 import type { PgLeases } from "./leases.js";
 import { NOW_MS, type PgNodes } from "./nodes.js";
 
@@ -113,21 +113,8 @@ export class PgMembership {
    * node first, so that nobody can delist a good copy by saying so.
    */
   async badReplica(b: { hash: string; node: string; reason: string }, peer: Peer): Promise<void> {
-    const { log } = this.c;
-    if (this.c.nodes.idOf(peer) !== b.node) {
-      let state: VerifyReply["state"];
-      try {
-        state = (await this.c.ask<VerifyReply>(b.node, "store.verify", { hash: b.hash }, 30_000)).state;
-      } catch (err) {
-        log.warn("could not check a reported bad replica", { hash: b.hash, node: b.node, err });
-        return;
-      }
-      if (state === "ok") {
-        log.warn("reported bad replica is fine, kept", { hash: b.hash, node: b.node, by: peer.name, reason: b.reason });
-        return;
-      }
-      log.warn("bad replica confirmed", { hash: b.hash, node: b.node, state, reason: b.reason });
-    }
+    const own = this.c.nodes.idOf(peer) === b.node;
+    if (!own && !(await confirmedBad(this.c.log, b, peer.name, () => this.c.ask<VerifyReply>(b.node, "store.verify", { hash: b.hash }, 30_000)))) return;
     await this.c.db.transact((tx) => tx.run("DELETE FROM replicas WHERE hash=? AND node=?", [b.hash, b.node]));
     this.c.changed();
   }

@@ -1,9 +1,10 @@
 import { randomBytes } from "node:crypto";
-import type { NodeState, NodeStatus, Replica } from "../../../protocol/directory.js";
+import type { NodeStatus, Replica } from "../../../protocol/directory.js";
 import type { PostgresBackend } from "../../../metadata/postgres.js";
 import type { Tx } from "../../../metadata/tx.js";
 import type { Peer } from "../../../transport/actor.js";
 import type { Logger } from "../../../log.js";
+import { nodeStatus } from "../nodes.js";
 import type { Candidate } from "../placement.js";
 
 /** The database's clock in milliseconds, inside a statement: every directory process judges time by it. */
@@ -142,18 +143,7 @@ export class PgNodes {
 
   async list(tx: Tx): Promise<NodeStatus[]> {
     const rows = await tx.all(`SELECT id, role, url, zone, ${this.stateSql("n")}, capacity, free, used, chunks, seen FROM nodes n ORDER BY role, id`);
-    return rows.map((r) => ({
-      id: String(r[0]),
-      role: String(r[1]) as NodeStatus["role"],
-      url: String(r[2]),
-      zone: String(r[3]),
-      state: String(r[4]) as NodeState,
-      capacity: r[5] === null ? null : Number(r[5]),
-      free: Number(r[6]),
-      used: Number(r[7]),
-      chunks: Number(r[8]),
-      lastSeen: new Date(Number(r[9])).toISOString(),
-    }));
+    return rows.map(nodeStatus);
   }
 
   close(): void {

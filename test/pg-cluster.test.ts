@@ -206,3 +206,30 @@ test("two directory+lock processes on PostgreSQL, two clients each on its own on
     assert.ok(b.token > a.token, `tokens grow: ${a.token} then ${b.token}`);
   }
 });
+
+test("background work moves to the other directory when its runner is killed: a dead node's chunks are copied again", { timeout: 240_000 }, async (t) => {
+  const pg = await startPostgres(t);
+  const c = await pgCluster(t, { directories: 2, locks: 1, storage: 4 }, pg.url);
+  const cl = c.client("w");
+  t.after(() => cl.close());
+  const data = randomBytes(3_000_000);
+  await cl.write("/big", [data]);
+  const runner = await waitFor(() => c.dirs.find((d) => /running background work epoch=\d+/.test(d.stderr)), "a directory running background work");
+  const other = c.dirs.find((d) => d !== runner)!;
+  await runner.kill("SIGKILL");
+  await waitFor(() => /running background work epoch=(\d+)/.exec(other.stderr)?.[1], "the other directory taking background work over", 60_000);
+  const epoch = Number(/running background work epoch=(\d+)/.exec(other.stderr)![1]);
+  assert.ok(epoch >= 2, `a takeover raises the epoch (now ${epoch})`);
+
+  // A storage node holding a copy dies: the new runner has its chunks copied to another node.
+  const info = await cl.stat("/big");
+  const victim = info.chunks[0]!.replicas[0]!.url;
+  const idx = c.storage.findIndex((p) => p.url === victim);
+  assert.ok(idx >= 0, "the node holding the first chunk");
+  await c.storage[idx]!.kill("SIGKILL");
+  await waitFor(async () => {
+    const s = await cl.stat("/big");
+    return s.chunks.every((ch) => ch.replicas.length === 2 && !ch.replicas.some((r) => r.url === victim));
+  }, "every chunk on two live nodes again", 90_000);
+  assert.equal(sha(await readAll(cl, "/big")), sha(data));
+});

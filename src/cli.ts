@@ -89,6 +89,10 @@ Examples:
       }
       const roles = parseRoles(o.role);
       const metadata = metadataOf(roles, o.metadata, program.getOptionValueSource("metadata"));
+      if (metadata !== undefined && metadata !== "sqlite") {
+        const embeddedOnly = [o.metaDir ? "--meta-dir" : "", program.getOptionValueSource("snapshotEvery") === "cli" ? "--snapshot-every" : ""].filter(Boolean);
+        if (embeddedOnly.length) fail(new DfsError("BAD_REQUEST", `${embeddedOnly.join(" and ")}: only for the embedded store; with --metadata postgres://... the database keeps the metadata`));
+      }
       if (o.logLevel) setLogLevel(o.logLevel as LogLevel);
       // A directory links to itself; only the other roles use the list, so only they are held to it.
       const directoryUrls = roles.includes("directory") ? [] : directoryList(o.directory, program.getOptionValueSource("directory"));

@@ -28,6 +28,8 @@ test("--metadata: bad values get one line naming the problem, never the password
     // A raw "/" or "@" in the password would move the host; the message shows the URL with the password hidden.
     refused(t, [...dir, "--metadata", `postgres://dfs:${PASSWORD}/x@db1/dfs`], /the password in postgres:\/\/dfs:\*\*\*@db1\/dfs holds a character that must be percent-encoded/),
     refused(t, [...dir, "--metadata", `postgres://dfs:${PASSWORD}@x@db1/dfs`], /the password in postgres:\/\/dfs:\*\*\*@db1\/dfs holds a character that must be percent-encoded/),
+    refused(t, [...dir, "--metadata", `postgres://dfs:${PASSWORD}@db1/dfs`, "--meta-dir", "/m2"], /--meta-dir: only for the embedded store/),
+    refused(t, [...dir, "--metadata", `postgres://dfs:${PASSWORD}@db1/dfs`, "--snapshot-every", "5"], /--snapshot-every: only for the embedded store/),
     refused(t, dir, /--metadata: unknown back end redis:\/\/.*; the value comes from DFS_METADATA/, { DFS_METADATA: `redis://:${PASSWORD}@cache/0` }),
   ]);
 });

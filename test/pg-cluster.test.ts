@@ -161,3 +161,51 @@ test("PostgreSQL primary killed during writes, its synchronous standby promoted:
   const rows = await standby.query("SELECT COUNT(*)::int AS n FROM files");
   assert.ok(Number(rows[0]!.n) >= acked.size, "every acknowledged file is in the promoted database");
 });
+
+test("two directory+lock processes on PostgreSQL, two clients each on its own one, racing on one path: never two holders, never a lost update", { timeout: 240_000 }, async (t) => {
+  const pg = await startPostgres(t);
+  const root = tmpDir(t, "dfs-pg-race-");
+  const certs = path.join(root, "certs");
+  await initCerts({ dir: certs });
+  const common = ["--certs", certs, "--dead-after", String(DEAD_AFTER_S)];
+  const both = [0, 1].map((i) => spawnDfs(t, ["--role", "directory,lock", "--port", "0", "--data", path.join(root, `dl-${i}`), "--metadata", pg.url, ...common]));
+  const urls = await Promise.all(both.map((p) => p.listening()));
+  const storage = [0, 1, 2].map((i) => spawnDfs(t, ["--role", "storage", "--port", "0", "--data", path.join(root, `s-${i}`), "--directory", urls.join(","), ...common]));
+  await Promise.all(storage.map((p) => p.listening()));
+  const clients = urls.map((u, i) => new DfsClient({ directoryUrls: [u], tls: loadCerts(certs, "client"), cacheDir: path.join(root, `cache-${i}`), log: logger(`c${i}`), lockTtlMs: 5000 }));
+  t.after(() => Promise.all(clients.map((x) => x.close())));
+  await waitFor(async () => {
+    const s = await clients[0]!.status();
+    return s.nodes.filter((n) => n.role === "storage" && n.state === "up").length === 3 && s.nodes.filter((n) => n.role === "lock" && n.state === "up").length === 2;
+  }, "both lock services and three storage nodes up", 60_000);
+
+  const held: { who: number; token: number; from: number; to: number }[] = [];
+  const ROUNDS = 15;
+  await Promise.all(clients.map(async (cl, who) => {
+    for (let r = 0; r < ROUNDS; r++) {
+      const lease = await cl.lock("/race", { waitMs: 60_000 });
+      const from = Date.now();
+      let v = 0;
+      try {
+        const parts: Buffer[] = [];
+        await cl.read("/race", async (b) => void parts.push(Buffer.from(b)));
+        v = Number(Buffer.concat(parts).toString());
+      } catch (err) {
+        if ((err as { code?: string }).code !== "NOT_FOUND") throw err;
+      }
+      await cl.write("/race", [Buffer.from(String(v + 1))]);
+      const to = Date.now();
+      await cl.unlock("/race");
+      held.push({ who, token: lease.token, from, to });
+    }
+  }));
+  const parts: Buffer[] = [];
+  await clients[1]!.read("/race", async (b) => void parts.push(Buffer.from(b)));
+  assert.equal(Number(Buffer.concat(parts).toString()), 2 * ROUNDS, "every increment counted once: no lost update");
+  held.sort((a, b) => a.from - b.from);
+  for (let i = 1; i < held.length; i++) {
+    const [a, b] = [held[i - 1]!, held[i]!];
+    assert.ok(b.from >= a.to, `client ${b.who} (token ${b.token}) held the lock from ${b.from} while client ${a.who} (token ${a.token}) held it until ${a.to}`);
+    assert.ok(b.token > a.token, `tokens grow: ${a.token} then ${b.token}`);
+  }
+});

@@ -8,10 +8,33 @@ import type { Tx } from "../../../metadata/tx.js";
 import type { Peer } from "../../../transport/actor.js";
 import { notEnoughNodes, pickTargets } from "../placement.js";
 import { chunksGone, noSuchFile, targetExists, tooFewCopies, versionConflict } from "../rules.js";
+import { fence, type Lease } from "../leases.js";
 import type { PgLeases } from "./leases.js";
 import { NOW_MS, type PgNodes } from "./nodes.js";
 
 const marks = (n: number) => Array.from({ length: n }, () => "?").join(",");
+
+/** Lists cut into parts that keep a statement's parameters well below PostgreSQL's 65,535. */
+function slices<T>(list: T[], size = 500): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < list.length; i += size) out.push(list.slice(i, i + size));
+  return out;
+}
+
+/** Counts references up or down in `refs` (clamped at 0); returns how the number of referenced chunks changed. */
+function count(refs: Map<string, number>, hashes: string[], delta: 1 | -1): number {
+  let live = 0;
+  for (const h of hashes) {
+    const n = refs.get(h);
+    if (n === undefined) continue;
+    const after = Math.max(0, n + delta);
+    if (after === n) continue;
+    refs.set(h, after);
+    if (n === 0 && after > 0) live++;
+    else if (n > 0 && after === 0) live--;
+  }
+  return live;
+}
 
 /**
  * The namespace in PostgreSQL: every mutation is one serializable transaction that checks its leases, its
@@ -81,42 +104,75 @@ export class PgFiles {
     });
   }
 
+  /** Set-based, so that a commit of a thousand files is a handful of statements, not thousands. */
   commit(b: CommitBody): Promise<CommitReply> {
     return this.db.transact(async (tx) => {
-      for (const f of b.files) await this.leases.check(tx, f.path, { token: f.token, session: b.session });
-      const all = [...new Set(b.files.flatMap((f) => f.chunks))];
-      const known = new Set<string>();
-      for (let i = 0; i < all.length; i += 500) {
-        const part = all.slice(i, i + 500);
-        for (const [h] of await tx.all(`SELECT hash FROM chunks WHERE hash IN (${marks(part.length)})`, part)) known.add(String(h));
+      const paths = [...new Set(b.files.map((f) => f.path))];
+      const held = new Map<string, Lease>();
+      for (const part of slices(paths)) {
+        const rows = await tx.all(`SELECT path, token, owner, session, expires FROM leases WHERE expires > ${NOW_MS} AND path IN (${marks(part.length)})`, part);
+        for (const r of rows) held.set(String(r[0]), { token: Number(r[1]), owner: String(r[2]), session: String(r[3]), expires: Number(r[4]) });
       }
-      const live = await this.nodes.liveReplicas(tx, all);
+      for (const f of b.files) fence(f.path, held.get(f.path), { token: f.token, session: b.session });
+      const named = [...new Set(b.files.flatMap((f) => f.chunks))];
+      const refs = new Map<string, number>();
+      for (const part of slices(named)) {
+        for (const [h, n] of await tx.all(`SELECT hash, refs FROM chunks WHERE hash IN (${marks(part.length)})`, part)) refs.set(String(h), Number(n));
+      }
+      const live = named.length ? await this.nodes.liveReplicas(tx, named) : new Map<string, Replica[]>();
       for (const f of b.files) {
-        const missing = [...new Set(f.chunks)].filter((h) => !known.has(h));
+        const missing = [...new Set(f.chunks)].filter((h) => !refs.has(h));
         if (missing.length > 0) throw chunksGone(f.path, missing);
         for (const h of new Set(f.chunks)) {
           const have = live.get(h)!.length;
           if (have < this.init.minReplicas) throw tooFewCopies(f.path, h, have, this.init.minReplicas);
         }
       }
+      const current = new Map<string, { version: number; chunks: string[]; size: number }>();
+      for (const part of slices(paths)) {
+        for (const r of await tx.all(`SELECT path, version, chunks, size FROM files WHERE path IN (${marks(part.length)})`, part)) {
+          current.set(String(r[0]), { version: Number(r[1]), chunks: JSON.parse(String(r[2])) as string[], size: Number(r[3]) });
+        }
+      }
+      // Old chunk lists may name chunks this commit does not: their counts are needed too.
+      const old = [...new Set([...current.values()].flatMap((c) => c.chunks))].filter((h) => !refs.has(h));
+      for (const part of slices(old)) {
+        for (const [h, n] of await tx.all(`SELECT hash, refs FROM chunks WHERE hash IN (${marks(part.length)})`, part)) refs.set(String(h), Number(n));
+      }
+      const before = new Map(refs);
       const now = Number((await tx.get(`SELECT ${NOW_MS}`))![0]);
       const totals = { files: 0, bytes: 0, chunks: 0 };
+      const rows = new Map<string, [string, number, number, string, string, number]>();
       const versions = [];
+      // File by file, as the embedded store applies them: a path named twice sees its first change.
       for (const f of b.files) {
-        const cur = await tx.get("SELECT version, chunks, size FROM files WHERE path=?", [f.path]);
-        const version = cur ? Number(cur[0]) : 0;
+        const cur = current.get(f.path);
+        const version = cur?.version ?? 0;
         if (f.baseVersion !== undefined && f.baseVersion !== version) throw versionConflict(f.path, f.baseVersion, version);
-        if (cur) totals.chunks += await this.adjustRefs(tx, JSON.parse(String(cur[1])) as string[], -1);
-        totals.chunks += await this.adjustRefs(tx, f.chunks, +1);
+        if (cur) totals.chunks += count(refs, cur.chunks, -1);
+        totals.chunks += count(refs, f.chunks, +1);
         if (!cur) totals.files++;
-        totals.bytes += f.size - (cur ? Number(cur[2]) : 0);
+        totals.bytes += f.size - (cur?.size ?? 0);
+        current.set(f.path, { version: version + 1, chunks: f.chunks, size: f.size });
+        rows.set(f.path, [f.path, version + 1, f.size, f.sha256, JSON.stringify(f.chunks), now]);
+        versions.push({ path: f.path, version: version + 1 });
+      }
+      const changed = [...refs].filter(([h, n]) => before.get(h) !== n);
+      for (const part of slices(changed)) {
+        // A chunk nothing references any more gets its grace period from now.
         await tx.run(
-          `INSERT INTO files(path, version, size, sha256, chunks, mtime) VALUES(?,?,?,?,?,?)
+          `UPDATE chunks SET refs = v.refs, touched = CASE WHEN v.refs = 0 THEN ${NOW_MS} ELSE chunks.touched END
+           FROM (VALUES ${part.map(() => "(?::text, ?::bigint)").join(",")}) AS v(hash, refs) WHERE chunks.hash = v.hash`,
+          part.flat(),
+        );
+      }
+      for (const part of slices([...rows.values()], 1000)) {
+        await tx.run(
+          `INSERT INTO files(path, version, size, sha256, chunks, mtime) VALUES ${part.map(() => "(?,?,?,?,?,?)").join(",")}
            ON CONFLICT(path) DO UPDATE SET version=excluded.version, size=excluded.size, sha256=excluded.sha256,
            chunks=excluded.chunks, mtime=excluded.mtime`,
-          [f.path, version + 1, f.size, f.sha256, JSON.stringify(f.chunks), now],
+          part.flat(),
         );
-        versions.push({ path: f.path, version: version + 1 });
       }
       await this.count(tx, totals);
       return { versions };

@@ -47,7 +47,7 @@ export interface PgMetaResult {
 }
 
 /** Where the checkpoints fall: 100,000 and each tenfold below N, then N (N alone when it is smaller). */
-export function checkpointsFor(files: number): number[] {
+function checkpointsFor(files: number): number[] {
   const out: number[] = [];
   for (let c = FIRST_CHECKPOINT; c < files; c *= 10) out.push(c);
   out.push(files);

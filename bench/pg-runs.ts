@@ -9,7 +9,7 @@ import { BENCH_PG_SETTINGS, type BenchPostgres } from "./postgres.js";
 import { smallFiles, type SmallOptions, type SmallResult } from "./workloads.js";
 
 /** The 1 KiB phases: the 64 KiB ones add nothing to a comparison of metadata back ends. */
-export const PG_SMALL_PHASES = ["write:1k", "read:1k", "stat:1k", "ls:1k", "lock:1k"];
+const PG_SMALL_PHASES = ["write:1k", "read:1k", "stat:1k", "ls:1k", "lock:1k"];
 
 export interface PgResults {
   server: { version: string; settings: string[] };

@@ -18,7 +18,7 @@ const SCRIPTS = path.dirname(fileURLToPath(import.meta.url));
 /** The unprivileged account the servers run as when this process is root (PostgreSQL refuses root). */
 const PG_OS_USER = "dfs-pg";
 
-export interface RunAs {
+interface RunAs {
   uid?: number;
   gid?: number;
 }
@@ -48,7 +48,7 @@ export type Spawner = (cmd: string, argv: string[], opts: SpawnOptions) => Serve
 const running = new Set<ChildProcess>();
 
 /** Starts a program whose stderr is kept; it is killed if this process exits first, so no server outlives its owner. */
-export const spawnServer: Spawner = (cmd, argv, opts) => {
+const spawnServer: Spawner = (cmd, argv, opts) => {
   const child = spawn(cmd, argv, { cwd: opts.cwd, env: opts.env, stdio: ["ignore", "ignore", "pipe"], uid: opts.uid, gid: opts.gid });
   if (running.size === 0) process.once("exit", () => void [...running].forEach((c) => c.kill("SIGKILL")));
   running.add(child);
@@ -75,7 +75,7 @@ export const spawnServer: Spawner = (cmd, argv, opts) => {
 let found: { bin: string; runAs: RunAs } | undefined;
 
 /** Where the server programs are and whom they run as, installing PostgreSQL once when missing. */
-export function pgSetup(): { bin: string; runAs: RunAs } {
+function pgSetup(): { bin: string; runAs: RunAs } {
   if (found) return found;
   let bin = locateBinaries();
   if (!bin) {

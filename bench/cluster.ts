@@ -163,19 +163,37 @@ export function directoryChannel(url: string, certs: string): Promise<Channel> {
   return connect(url, { tls: loadCerts(certs, "client"), log: logger("bench"), expectRoles: ["directory"], what: "directory" });
 }
 
-/** Directory, lock service and storage nodes, each its own process, on loopback in `root`. */
+export interface BenchClusterOptions {
+  storage: number;
+  replicas: number;
+  /** The directories' --metadata (default: none given, so sql.js in each directory's data folder). */
+  metadata?: string;
+  /** Directory processes, all given to every node and client (more than one needs a shared --metadata). */
+  directories?: number;
+  /** Names this cluster's data folder and log files, so that several clusters can run one after another in one root. */
+  name?: string;
+}
+
+/** Directories, lock service and storage nodes, each its own process, on loopback in `root`. */
 export class BenchCluster {
-  directory!: Child;
+  directories: Child[] = [];
   lock!: Child;
   storage: Child[] = [];
-  dirUrl = "";
+  dirUrls: string[] = [];
   readonly certs: string;
   readonly logs: string;
+  /** Where this cluster's nodes keep their data (and the clients their caches). */
+  readonly data: string;
 
-  constructor(readonly root: string, private readonly opts: { storage: number; replicas: number }) {
+  constructor(readonly root: string, private readonly opts: BenchClusterOptions) {
     this.certs = path.join(root, "certs");
     this.logs = path.join(root, "logs");
+    this.data = opts.name ? path.join(root, opts.name) : root;
     fs.mkdirSync(this.logs, { recursive: true });
+  }
+
+  get directory(): Child {
+    return this.directories[0]!;
   }
 
   async makeCerts(): Promise<void> {
@@ -185,14 +203,21 @@ export class BenchCluster {
   async start(): Promise<this> {
     await this.makeCerts();
     const common = ["--port", "0", "--host", "127.0.0.1", "--certs", this.certs];
-    const dir = await startDfs("directory", ["--role", "directory", ...common, "--data", path.join(this.root, "directory"), "--replicas", String(this.opts.replicas)], this.logs);
-    this.directory = dir.child;
-    this.dirUrl = dir.url;
-    const withDir = [...common, "--directory", this.dirUrl];
+    const logName = (n: string) => (this.opts.name ? `${this.opts.name}-${n}` : n);
+    const metadata = this.opts.metadata ? ["--metadata", this.opts.metadata] : [];
+    const count = this.opts.directories ?? 1;
+    // One after another: the first makes the schema in a shared database, the others find it made.
+    for (let i = 0; i < count; i++) {
+      const name = count === 1 ? "directory" : `directory-${i}`;
+      const dir = await startDfs(logName(name), ["--role", "directory", ...common, "--data", path.join(this.data, name), "--replicas", String(this.opts.replicas), ...metadata], this.logs);
+      this.directories.push(dir.child);
+      this.dirUrls.push(dir.url);
+    }
+    const withDir = [...common, "--directory", this.dirUrls.join(",")];
     const [lock, ...storage] = await Promise.all([
-      startDfs("lock", ["--role", "lock", ...withDir, "--data", path.join(this.root, "lock")], this.logs),
+      startDfs(logName("lock"), ["--role", "lock", ...withDir, "--data", path.join(this.data, "lock")], this.logs),
       ...Array.from({ length: this.opts.storage }, (_, i) =>
-        startDfs(`storage-${i}`, ["--role", "storage", ...withDir, "--data", path.join(this.root, `storage-${i}`)], this.logs),
+        startDfs(logName(`storage-${i}`), ["--role", "storage", ...withDir, "--data", path.join(this.data, `storage-${i}`)], this.logs),
       ),
     ]);
     this.lock = lock!.child;
@@ -203,7 +228,7 @@ export class BenchCluster {
 
   /** Polls dir.status until every storage node and the lock service are up. */
   async waitUp(timeoutMs = 60_000): Promise<StatusReply> {
-    const ch = await directoryChannel(this.dirUrl, this.certs);
+    const ch = await directoryChannel(this.dirUrls[0]!, this.certs);
     try {
       const deadline = Date.now() + timeoutMs;
       for (;;) {
@@ -219,7 +244,7 @@ export class BenchCluster {
   }
 
   all(): Child[] {
-    return [this.directory, this.lock, ...this.storage].filter(Boolean);
+    return [...this.directories, this.lock, ...this.storage].filter(Boolean);
   }
 
   async stop(): Promise<void> {

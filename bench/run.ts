@@ -10,7 +10,10 @@ import { parseArgs } from "node:util";
 import { measureDisk, measureRuntime, measureSha, measureWss, type Baselines } from "./baselines.js";
 import { BenchCluster, childNodeFlags, killAll, readVm } from "./cluster.js";
 import { metadataScale } from "./metadata.js";
+import { postgresRuns, type PgResults } from "./pg-runs.js";
+import { BenchPostgres } from "./postgres.js";
 import { baselineTable, buildRows, rowsTable, type Results } from "./report.js";
+import { pgMetaTable, pgSmallTable } from "./report-pg.js";
 import { largeFile, smallFiles } from "./workloads.js";
 
 const MiB = 1024 * 1024;
@@ -24,6 +27,9 @@ const USAGE = `usage: npm run bench -- [options]
   --meta-files N       files in the metadata-scale directory (default 1000000, quick 100000)
   --clients N          concurrent small-file clients (default 16)
   --procs N            worker processes the clients are spread over (default 2)
+  --metadata postgres  also run on PostgreSQL (a server the bench starts): small files over one and over two
+                       directory processes, beside the sql.js figures, and metadata scale (default sqlite alone)
+  --pg-meta-files N    files in the metadata-scale run on PostgreSQL (default 10000000, quick 200000)
   --cpu-prof DIR       run every dfs node and worker with --cpu-prof, profiles into DIR
   --keep               keep the temp folder (data, logs) instead of removing it
   --help
@@ -55,6 +61,8 @@ const { values: o } = parseArgs({
     "meta-files": { type: "string" },
     clients: { type: "string" },
     procs: { type: "string" },
+    metadata: { type: "string", default: "sqlite" },
+    "pg-meta-files": { type: "string" },
     "cpu-prof": { type: "string" },
     keep: { type: "boolean", default: false },
     help: { type: "boolean", default: false },
@@ -78,7 +86,10 @@ const opts = {
   clients: intArg(o.clients, 16, "--clients"),
   procs: intArg(o.procs, 2, "--procs"),
   only: new Set((o.only ?? "large,small,meta").split(",").map((s) => s.trim())),
+  postgres: o.metadata === "postgres",
+  pgMetaFiles: intArg(o["pg-meta-files"], quick ? 200_000 : 10_000_000, "--pg-meta-files"),
 };
+if (!["sqlite", "postgres"].includes(o.metadata!)) throw new Error(`--metadata takes sqlite or postgres (got ${o.metadata})`);
 for (const p of opts.only) if (!["large", "small", "meta"].includes(p)) throw new Error(`--only takes large, small, meta (got ${p})`);
 if (o["cpu-prof"]) {
   const dir = path.resolve(o["cpu-prof"]);
@@ -90,11 +101,13 @@ const started = performance.now();
 const progress = (s: string) => process.stderr.write(`[bench +${((performance.now() - started) / 1000).toFixed(1)}s] ${s}\n`);
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), "dfs-bench-"));
+let pg: BenchPostgres | undefined;
 let cleaned = false;
 function cleanup(): void {
   if (cleaned) return;
   cleaned = true;
   killAll();
+  pg?.killNow(o.keep!);
   if (o.keep) process.stderr.write(`[bench] kept ${root}\n`);
   else fs.rmSync(root, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 });
 }
@@ -126,14 +139,14 @@ async function main(): Promise<void> {
   const results: Results = { baselines };
 
   let others: Record<string, ReturnType<typeof readVm>> = {};
+  const small = { count1k: opts.count1k, count64k: opts.count64k, clients: opts.clients, processes: opts.procs, lsPerClient: quick ? 50 : 200 };
   if (opts.only.has("large") || opts.only.has("small")) {
     progress("starting cluster: directory, lock, 3 storage nodes (replicas 2)");
     await cluster.start();
-    progress(`cluster up at ${cluster.dirUrl}`);
+    progress(`cluster up at ${cluster.dirUrls.join(",")}`);
     if (opts.only.has("large")) results.large = await largeFile(cluster, opts.size, progress);
     if (opts.only.has("small")) {
       progress(`small files: ${opts.count1k} × 1 KiB and ${opts.count64k} × 64 KiB, ${opts.clients} clients in ${opts.procs} processes`);
-      const small = { count1k: opts.count1k, count64k: opts.count64k, clients: opts.clients, processes: opts.procs, lsPerClient: quick ? 50 : 200 };
       results.small = await smallFiles(cluster, small, progress);
     }
     results.storagePeakRss = cluster.storage.map((c, i) => ({ name: `storage-${i}`, bytes: readVm(c.pid).hwm }));
@@ -143,6 +156,20 @@ async function main(): Promise<void> {
   }
 
   if (opts.only.has("meta")) results.metadata = await metadataScale(root, cluster.certs, cluster.logs, opts.metaFiles, progress);
+
+  let pgResults: PgResults | undefined;
+  if (opts.postgres && (opts.only.has("small") || opts.only.has("meta"))) {
+    progress("PostgreSQL: starting the bench's server");
+    pg = await BenchPostgres.start();
+    progress(`PostgreSQL ${pg.version} on port ${pg.server.port}, data in ${pg.folder}`);
+    pgResults = await postgresRuns(pg, {
+      root, certs: cluster.certs, logs: cluster.logs, progress,
+      small: opts.only.has("small") ? small : undefined,
+      metaFiles: opts.only.has("meta") ? opts.pgMetaFiles : undefined,
+    });
+    await pg.close(cluster.logs, o.keep!);
+    pg = undefined;
+  }
 
   const rows = buildRows(results);
   const elapsed = (performance.now() - started) / 1000;
@@ -156,9 +183,16 @@ async function main(): Promise<void> {
     `every process (bench, workers, ${opts.only.has("large") || opts.only.has("small") ? "5 dfs nodes, " : ""}the metadata directory) shares the ${os.cpus().length} CPUs of this machine`,
     `dfs nodes ran ${process.env.DFS_BIN ? `from ${process.env.DFS_BIN}` : "from source (node --import tsx src/node.ts)"}; client workers run from source`,
     others.directory && `cluster directory peak RSS ${(others.directory.hwm / MiB).toFixed(1)} MiB, lock service ${(others.lock!.hwm / MiB).toFixed(1)} MiB`,
+    pgResults && `PostgreSQL ${pgResults.server.version}, started by the bench in a temp folder on the same disk: ${pgResults.server.settings.join(" ")}`,
+    pgResults?.small && `small files on PostgreSQL: the 1 KiB phases alone, each on a fresh cluster over a fresh database; with 2 directories every node and client is given both addresses and each client starts at a random one`,
+    pgResults?.metadata && `metadata on PostgreSQL: ${pgResults.metadata.note}`,
     `load average (1 min) ${load0.toFixed(2)} at the start, ${os.loadavg()[0]!.toFixed(2)} at the end (${os.cpus().length} CPUs)`,
   ].filter(Boolean) as string[];
-  process.stdout.write([title, "", baselineTable(baselines), "", rowsTable(rows), "", ...notes.map((n) => `- ${n}`), ""].join("\n"));
+  const pgTables = [
+    ...(pgResults?.small ? ["", pgSmallTable(pgResults.small, results.small)] : []),
+    ...(pgResults?.metadata ? ["", pgMetaTable(pgResults.metadata)] : []),
+  ];
+  process.stdout.write([title, "", baselineTable(baselines), "", rowsTable(rows), ...pgTables, "", ...notes.map((n) => `- ${n}`), ""].join("\n"));
   if (o.json) {
     const json = {
       version: 1, startedAt: new Date(Date.now() - elapsed * 1000).toISOString(), elapsedSeconds: elapsed,
@@ -167,7 +201,7 @@ async function main(): Promise<void> {
         cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model, memoryBytes: os.totalmem(), node: process.version,
         platform: `${os.platform()} ${os.release()}`, loadAvgStart: load0, loadAvgEnd: os.loadavg()[0],
       },
-      ...results, clusterRss: others, rows, notes,
+      ...results, clusterRss: others, ...(pgResults ? { postgres: pgResults } : {}), rows, notes,
     };
     fs.writeFileSync(o.json, JSON.stringify(json, null, 2) + "\n");
     progress(`figures written to ${o.json}`);

@@ -22,14 +22,15 @@ const log = logger("bench-worker");
 const say = (msg: unknown): void => void process.stdout.write(`@@ ${JSON.stringify(msg)}\n`);
 
 interface ClientConfig {
-  dirUrl: string;
+  /** Every directory process; each client starts at a random one. */
+  dirUrls: string[];
   certs: string;
   cacheDir: string;
   cacheBytes?: number;
 }
 
 function client(cfg: ClientConfig, cacheDir = cfg.cacheDir): DfsClient {
-  return new DfsClient({ directoryUrls: [cfg.dirUrl], tls: loadCerts(cfg.certs, "client"), cacheDir, cacheBytes: cfg.cacheBytes, log });
+  return new DfsClient({ directoryUrls: cfg.dirUrls, tls: loadCerts(cfg.certs, "client"), cacheDir, cacheBytes: cfg.cacheBytes, log });
 }
 
 async function sink(cfg: { certs: string }): Promise<void> {

@@ -54,7 +54,7 @@ export async function largeFile(cluster: BenchCluster, size: number, progress: (
   progress(`large file: making ${(size / MiB).toFixed(0)} MiB of random data`);
   await makeFile(file, size);
   const cache = path.join(cluster.root, "cache-large");
-  const common = { dirUrl: cluster.dirUrl, certs: cluster.certs, cacheDir: cache, cacheBytes: size + 256 * MiB, remote: "/large.bin" };
+  const common = { dirUrls: cluster.dirUrls, certs: cluster.certs, cacheDir: cache, cacheBytes: size + 256 * MiB, remote: "/large.bin" };
   progress("large file: write");
   const write = await runOnce("large-write", "large-write", { ...common, cacheDir: path.join(cluster.root, "cache-writer"), file }, cluster.logs);
   await fs.rm(file, { force: true });
@@ -96,7 +96,11 @@ export interface SmallOptions {
   clients: number;
   processes: number;
   lsPerClient: number;
+  /** The phases to run, in order (default all; a read, stat, ls or lock phase needs the write phase of its set before it). */
+  phases?: readonly string[];
 }
+
+const SMALL_PHASES = ["write:1k", "read:1k", "write:64k", "read:64k", "stat:1k", "ls:1k", "lock:1k"] as const;
 
 /** Small files: `clients` DfsClient instances spread over `processes` worker processes, all working at once per phase. */
 export async function smallFiles(cluster: BenchCluster, o: SmallOptions, progress: (s: string) => void): Promise<SmallResult> {
@@ -108,14 +112,14 @@ export async function smallFiles(cluster: BenchCluster, o: SmallOptions, progres
   const workers: Child[] = [];
   for (let p = 0, first = 0; p < o.processes && first < o.clients; p++, first += per) {
     workers.push(startWorker(`small-${p}`, "small", {
-      dirUrl: cluster.dirUrl, certs: cluster.certs, cacheDir: path.join(cluster.root, "cache-small"),
+      dirUrls: cluster.dirUrls, certs: cluster.certs, cacheDir: path.join(cluster.data, "cache-small"),
       clients: Math.min(per, o.clients - first), first, total: o.clients, sets, lsPerClient: o.lsPerClient,
     }, cluster.logs));
   }
   try {
     await Promise.all(workers.map((w) => w.message(120_000)));
     const phases: Record<string, OpFigure> = {};
-    for (const phase of ["write:1k", "read:1k", "write:64k", "read:64k", "stat:1k", "ls:1k", "lock:1k"]) {
+    for (const phase of o.phases ?? SMALL_PHASES) {
       const t0 = performance.now();
       for (const w of workers) w.send(`go ${phase}`);
       const results = await Promise.all(workers.map((w) => w.message<{ lat: number[]; errors: number; firstError?: string }>(3_600_000)));

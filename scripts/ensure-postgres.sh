@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes sure PostgreSQL's server programs (initdb, postgres, pg_basebackup) are installed, for the
-# tests that start throwaway databases. Quick and silent when they are already there; otherwise
+# tests and the bench, which start throwaway databases. Quick and silent when they are already there; otherwise
 # installs Debian's `postgresql` package, which needs root. DFS_PG_BIN names another folder of
 # server programs (a source build, say) and skips the install.
 set -euo pipefail
@@ -31,7 +31,7 @@ fi
 echo "ensure-postgres: installing PostgreSQL" >&2
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
-# The package's own cluster is never used: the tests make their own data folders.
+# The package's own cluster is never used: the tests and the bench make their own data folders.
 apt-get install -y -qq --no-install-recommends postgresql >/dev/null
 if ! have; then
   echo "ensure-postgres: apt-get installed postgresql, yet no /usr/lib/postgresql/*/bin/postgres exists" >&2

@@ -3,8 +3,9 @@ import { DfsError } from "../protocol/errors.js";
 
 /**
  * What a failed statement or connection means for the transaction it belonged to:
- * - `serialization`: PostgreSQL rolled it back to keep transactions serializable (40001) or to
- *   break a deadlock (40P01); running it again is what the server asks for.
+ * - `serialization`: PostgreSQL rolled it back to keep transactions serializable (40001), to
+ *   break a deadlock (40P01) or for want of room for its locks (53200); running it again is what
+ *   the server asks for.
  * - `connection`: the connection is gone, never came, or the server is shutting down or starting;
  *   whatever was not committed is rolled back by the server.
  * - `login`: the server refused us for good (password, unknown database): retrying cannot help.
@@ -37,7 +38,9 @@ export function classify(err: unknown): Failure {
   const code = (err as { code?: unknown } | null)?.code;
   if (typeof code !== "string") return "statement";
   if (err instanceof postgres.PostgresError) {
-    if (code === "40001" || code === "40P01") return "serialization";
+    // 53200: out of shared memory, above all the table of serializable transactions' predicate locks; the
+    // transaction was rolled back, and there is room again once the transactions that hold them end.
+    if (code === "40001" || code === "40P01" || code === "53200") return "serialization";
     // 08: connection exceptions; 57P01-57P03: shut down by an administrator, crashed, not yet
     // taking connections; 53300: too many connections; 25006: a server that does not take writes.
     if (code.startsWith("08") || ["57P01", "57P02", "57P03", "53300", "25006"].includes(code)) return "connection";

@@ -24,6 +24,12 @@ export interface PostgresOptions {
 }
 
 export interface TransactOptions {
+  /**
+   * A transaction that only reads: it runs READ ONLY at REPEATABLE READ, one snapshot for all its
+   * statements, and takes none of the predicate locks a serializable one keeps until its overlapping
+   * transactions end (the server's table of them is bounded; readers filling it fail writers).
+   */
+  readOnly?: boolean;
   /** This call's deadline, retries included (default: the back end's `timeoutMs`). */
   timeoutMs?: number;
   signal?: AbortSignal;
@@ -50,7 +56,8 @@ export interface PostgresBackend {
   /** The URL, password hidden. */
   readonly url: string;
   /**
-   * Runs `fn` in one SERIALIZABLE transaction and answers its result once COMMIT has returned.
+   * Runs `fn` in one SERIALIZABLE transaction (or a read-only one, see {@link TransactOptions.readOnly})
+   * and answers its result once COMMIT has returned.
    * The whole of `fn` runs again, on a fresh transaction, after a serialization failure or a
    * deadlock, and after losing the connection before COMMIT was sent (nothing was committed then);
    * so `fn` must do nothing but its statements. Fails UNAVAILABLE when no server takes the
@@ -131,7 +138,7 @@ class PgBackend implements PostgresBackend {
         const conn = await this.pool.acquire(ctl.signal).catch((err) => {
           throw this.stopped(err, retries, this.pool.lastConnectionError);
         });
-        const attempt = await this.attempt(conn, fn, ctl.signal, retries);
+        const attempt = await this.attempt(conn, fn, ctl.signal, retries, opts.readOnly);
         if (attempt.done) return attempt.value;
         await this.pause(attempt, retries, ctl.signal);
       }
@@ -142,9 +149,9 @@ class PgBackend implements PostgresBackend {
   }
 
   /** Runs `fn` once on `conn`: its result, a failure worth another attempt, or (thrown) a final error. */
-  private async attempt<T>(conn: Conn, fn: (tx: Tx) => Promise<T>, signal: AbortSignal, retries: Retries): Promise<Attempt<T>> {
+  private async attempt<T>(conn: Conn, fn: (tx: Tx) => Promise<T>, signal: AbortSignal, retries: Retries, readOnly = false): Promise<Attempt<T>> {
     let phase: Phase = "begin";
-    const run = conn.sql.begin("isolation level serializable", async (sql) => {
+    const run = conn.sql.begin(readOnly ? "isolation level repeatable read read only" : "isolation level serializable", async (sql) => {
       phase = "work";
       const value = await fn(txOf(sql));
       phase = "commit";

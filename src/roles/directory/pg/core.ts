@@ -16,6 +16,9 @@ import { PgMembership } from "./membership.js";
 import { PgNodes } from "./nodes.js";
 import { Runner } from "./runner.js";
 
+/** Transactions that only read: one snapshot, no predicate locks (see TransactOptions.readOnly). */
+const READ = { readOnly: true } as const;
+
 export interface PgCoreInit {
   /** The PostgreSQL URL. */
   url: string;
@@ -54,7 +57,7 @@ export async function openPgCore(components: { log: Logger; peers: PeerPool }, i
     if (peer) return peer.request<T>(type, body, { timeoutMs });
     let url = urls.get(node);
     if (!url) {
-      const r = await db.transact((tx) => tx.get("SELECT url FROM nodes WHERE id=?", [node]));
+      const r = await db.transact((tx) => tx.get("SELECT url FROM nodes WHERE id=?", [node]), READ);
       if (!r) throw new DfsError("NOT_FOUND", `no node ${node}`);
       urls.set(node, (url = String(r[0])));
     }
@@ -73,7 +76,7 @@ export async function openPgCore(components: { log: Logger; peers: PeerPool }, i
     // Commits add rows faster than one fold a tick may take them in: fold until few are left.
     for (let i = 0; i < 20; i++) if ((await db.transact((tx) => foldCounts(tx))) < FOLD) break;
     // Nodes that died or came back anywhere: the scan looks at their chunks.
-    const now = (await db.transact((tx) => tx.all(`SELECT id, ${nodes.stateSql("n")} FROM nodes n WHERE role='storage' ORDER BY id`))).join(";");
+    const now = (await db.transact((tx) => tx.all(`SELECT id, ${nodes.stateSql("n")} FROM nodes n WHERE role='storage' ORDER BY id`), READ)).join(";");
     if (now !== states) {
       states = now;
       repairer?.schedule();
@@ -90,10 +93,10 @@ export async function openPgCore(components: { log: Logger; peers: PeerPool }, i
       const up = (s: string) => `(SELECT COUNT(*) FROM replicas r JOIN nodes n ON n.id=r.node WHERE r.hash=c.hash AND ${nodes.stateSql("n")} ${s})`;
       const rows = await tx.all(`SELECT c.hash, c.size, ${up("='up'")}, ${up("<>'down'")} FROM chunks c WHERE c.hash > ? AND c.refs > 0 ORDER BY c.hash LIMIT ?`, [cursor, limit]);
       return rows.map(([hash, size, u, p]) => ({ hash: String(hash), size: Number(size), up: Number(u), present: Number(p) }));
-    }),
-    upStorage: () => db.transact((tx) => nodes.upStorage(tx)),
-    liveReplicas: (hash) => db.transact(async (tx) => (await nodes.liveReplicas(tx, [hash])).get(hash)!),
-    liveHolders: (hash) => db.transact((tx) => nodes.liveHolders(tx, hash)),
+    }, READ),
+    upStorage: () => db.transact((tx) => nodes.upStorage(tx), READ),
+    liveReplicas: (hash) => db.transact(async (tx) => (await nodes.liveReplicas(tx, [hash])).get(hash)!, READ),
+    liveHolders: (hash) => db.transact((tx) => nodes.liveHolders(tx, hash), READ),
     takeGen: () => db.transact(async (tx) => Number((await tx.get("SELECT nextval('gens')"))![0])),
     copy: (node, body) => {
       const epoch = runner.epoch;
@@ -127,8 +130,8 @@ export async function openPgCore(components: { log: Logger; peers: PeerPool }, i
         underReplicated: scan.get("under") ?? 0,
         scannedAt: scan.has("scanned") ? new Date(scan.get("scanned")!).toISOString() : null,
       };
-    }),
-    lockUrl: () => db.transact((tx) => nodes.lockUrl(tx)),
+    }, READ),
+    lockUrl: () => db.transact((tx) => nodes.lockUrl(tx), READ),
     place: (b) => files.place(b),
     stored: (b, peer) => files.stored(b, peer),
     commit: (b) => files.commit(b),
@@ -139,7 +142,7 @@ export async function openPgCore(components: { log: Logger; peers: PeerPool }, i
     badReplica: (b, peer) => members.badReplica(b, peer),
     lease: (b) => leases.lease(b),
     unlease: (b) => leases.unlease(b),
-    files: () => db.transact(async (tx) => (await files.totals(tx)).files),
+    files: () => db.transact(async (tx) => (await files.totals(tx)).files, READ),
     close() {
       closing ??= (async () => {
         nodes.close();

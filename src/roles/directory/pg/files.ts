@@ -12,6 +12,7 @@ import { fence, type Lease } from "../leases.js";
 import type { PgLeases } from "./leases.js";
 import { NOW_MS, type PgNodes } from "./nodes.js";
 
+const READ = { readOnly: true } as const;
 const marks = (n: number) => Array.from({ length: n }, () => "?").join(",");
 
 /** Lists cut into parts that keep a statement's parameters well below PostgreSQL's 65,535. */
@@ -218,7 +219,7 @@ export class PgFiles {
         path, version: Number(r[0]), size: Number(r[1]), sha256: String(r[2]), mtime: Number(r[4]),
         chunks: hashes.map((hash): { hash: string; size: number; replicas: Replica[] } => ({ hash, size: sizes.get(hash) ?? 0, replicas: live.get(hash)! })),
       };
-    });
+    }, READ);
   }
 
   list(prefix: string, limit: number): Promise<ListEntry[]> {
@@ -230,7 +231,7 @@ export class PgFiles {
         [p, p + "\uffff", limit],
       );
       return rows.map(([path, size, version, mtime]) => ({ path: String(path), size: Number(size), version: Number(version), mtime: Number(mtime) }));
-    });
+    }, READ);
   }
 
   /** Files, bytes and referenced chunks: meta's counters plus the changes not yet folded into them. */

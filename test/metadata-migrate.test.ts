@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { createHash } from "node:crypto";
 import path from "node:path";
 import test, { type TestContext } from "node:test";
 import type { FileInfo, StatusReply } from "../src/protocol/directory.js";
@@ -59,8 +60,9 @@ async function populate(c: Cluster): Promise<FileInfo[]> {
   return infos;
 }
 
-test("migrate copies a stopped directory's metadata into PostgreSQL, checks it, and refuses a running directory and a non-empty target", async (t) => {
-  const [pg, c] = await Promise.all([startPostgres(t), startCluster(t, { storage: 2, directoryArgs: ["--chunk-size", "1024"] })]);
+test("migrate copies a stopped directory's metadata into PostgreSQL, checks it, refuses a running directory and a non-empty target; the directory then runs on it", async (t) => {
+  const directoryArgs = ["--chunk-size", "1024"];
+  const [pg, c] = await Promise.all([startPostgres(t), startCluster(t, { storage: 2, directoryArgs })]);
   const infos = await populate(c);
   const cluster = (JSON.parse(await ok(c.client(["status", "--json"]), "status")) as StatusReply).directory.clusterId;
   assert.match(cluster, /^[0-9a-f]{32}$/);
@@ -107,6 +109,21 @@ test("migrate copies a stopped directory's metadata into PostgreSQL, checks it, 
   assert.match(again.stderr, new RegExp(`^dfs: the metadata database .* already holds the metadata of cluster ${cluster}; .*\\n$`));
   assert.deepEqual(await dumpFiles(pg), rows);
   assert.equal(Number((await pg.query("SELECT count(*) AS n FROM chunks"))[0]!.n), chunkCount);
+
+  // The directory starts again at its address, now on the database: the nodes find it by themselves, every
+  // file reads back as it was, and versions go on from where they were.
+  directoryArgs.push("--metadata", pg.url);
+  await c.startDirectory(Number(new URL(c.dirUrl).port));
+  await c.waitUp(2);
+  assert.match(c.directory.stderr, /metadata in PostgreSQL/);
+  for (const f of infos) {
+    const read = await c.client(["cat", f.path]);
+    assert.equal(read.code, 0, read.stderr);
+    assert.equal(createHash("sha256").update(read.stdout).digest("hex"), f.sha256, `${f.path} reads back`);
+  }
+  await ok(c.client(["write", "/docs/a.txt", "-"], { stdin: "fourth a" }), "write after the move");
+  assert.equal((JSON.parse(await ok(c.client(["stat", "/docs/a.txt", "--json"]), "stat")) as FileInfo).version, 4);
+  assert.equal((JSON.parse(await ok(c.client(["status", "--json"]), "status")) as StatusReply).directory.clusterId, cluster);
 });
 
 /** A directory's metadata folder written by the metastore itself: a cluster, a node, and six one-chunk files. */

@@ -153,8 +153,6 @@ export interface RegisterReply {
   report: number;
   /** Lock: the leases the directory holds live, for a lock service that restarted. */
   leases: LeaseInfo[];
-  /** The directory's clock when it answered, against which `leases[].expiresAt` counts. */
-  now: number;
 }
 
 export interface ReportReply {

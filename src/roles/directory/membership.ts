@@ -57,7 +57,7 @@ export class Membership {
     }
     const reply: RegisterReply = {
       accepted: true, replicas: this.init.replicas, heartbeatMs: this.init.heartbeatMs, clusterId: this.clusterId,
-      gen: this.c.gens.current, report, leases: b.kind === "lock" ? this.c.leases.live() : [], now: Date.now(),
+      gen: this.c.gens.current, report, leases: b.kind === "lock" ? this.c.leases.live() : [],
     };
     // A node that acts on the reply (a storage node keeps `gen` as its floor) must find it durable.
     return Promise.all([durable, this.c.gens.whenDurable()]).then(() => reply);

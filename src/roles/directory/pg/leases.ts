@@ -62,12 +62,8 @@ export class PgLeases {
   }
 
   /** Leases still running, for a lock service that (re)registers. */
-  async live(tx: Tx): Promise<{ leases: LeaseInfo[]; now: number }> {
-    const now = Number((await tx.get(`SELECT ${NOW_MS}`))![0]);
-    const rows = await tx.all("SELECT path, token, owner, session, expires FROM leases WHERE expires > ?", [now]);
-    return {
-      now,
-      leases: rows.map((r) => ({ path: String(r[0]), token: Number(r[1]), owner: String(r[2]), session: String(r[3]), expiresAt: Number(r[4]) })),
-    };
+  async live(tx: Tx): Promise<LeaseInfo[]> {
+    const rows = await tx.all(`SELECT path, token, owner, session, expires FROM leases WHERE expires > ${NOW_MS}`);
+    return rows.map((r) => ({ path: String(r[0]), token: Number(r[1]), owner: String(r[2]), session: String(r[3]), expiresAt: Number(r[4]) }));
   }
 }

@@ -47,10 +47,10 @@ export class PgMembership {
       // Every generation handed out so far is below this one: the node's floor for deletes.
       const gen = storage ? Number((await tx.get("SELECT nextval('gens')"))![0]) : 0;
       const report = storage ? Number((await tx.get("SELECT nextval('report_marks')"))![0]) : 0;
-      const live = b.kind === "lock" ? await leases.live(tx) : { leases: [], now: Number((await tx.get(`SELECT ${NOW_MS}`))![0]) };
+      const live = b.kind === "lock" ? await leases.live(tx) : [];
       const reply: RegisterReply = {
         accepted: true, replicas: this.init.replicas, heartbeatMs: this.init.heartbeatMs, clusterId: this.clusterId,
-        gen, report, leases: live.leases, now: live.now,
+        gen, report, leases: live,
       };
       return { link, reply };
     });

@@ -1,6 +1,5 @@
 import type { Database } from "sql.js";
 import type { RegisterBody, RegisterReply, ReportBody, ReportReply } from "../../protocol/directory.js";
-import { DfsError } from "../../protocol/errors.js";
 import type { VerifyReply } from "../../protocol/storage.js";
 import type { Peer } from "../../transport/actor.js";
 import type { Logger } from "../../log.js";
@@ -9,6 +8,7 @@ import type { Generations } from "./gens.js";
 import type { Leases } from "./leases.js";
 import type { NodeTable } from "./nodes.js";
 import type { Repairer } from "./repair.js";
+import { Reports } from "./reports.js";
 import { checkRegistration, confirmedBad } from "./rules.js";
 import { metaText, type DirRecord } from "./schema.js";
 import { all, get, run } from "./sql.js";
@@ -29,8 +29,7 @@ export interface MembershipComponents {
  * that first used a node id and to the cluster id; storage nodes' chunk reports, page by page.
  */
 export class Membership {
-  /** Storage nodes whose chunk report is under way: node id -> report number and the connection it comes on. */
-  private readonly reporting = new Map<string, { report: number; peer: Peer }>();
+  private readonly reporting = new Reports();
   private nextReport: number;
 
   constructor(private readonly c: MembershipComponents, private readonly init: { replicas: number; heartbeatMs: number }) {
@@ -52,7 +51,7 @@ export class Membership {
     let report = 0;
     if (b.kind === "storage") {
       report = this.nextReport++;
-      this.reporting.set(b.id, { report, peer });
+      this.reporting.start(b.id, report, peer);
       this.c.repairer.nodeUp(b.id);
     }
     const reply: RegisterReply = {
@@ -69,11 +68,7 @@ export class Membership {
    */
   report(b: ReportBody, peer: Peer): Promise<ReportReply> {
     const { db, nodes } = this.c;
-    const node = nodes.idOf(peer);
-    const r = node ? this.reporting.get(node) : undefined;
-    if (!node || !r || r.peer !== peer || r.report !== b.report) {
-      throw new DfsError("BAD_REQUEST", "chunk report without a matching registration on this connection");
-    }
+    const node = this.reporting.check(nodes.idOf(peer), peer, b.report);
     nodes.heard(peer);
     const add: { hash: string; size: number }[] = [];
     const unknown: string[] = [];
@@ -92,7 +87,7 @@ export class Membership {
     }
     this.c.collector.leftovers(node, unknown);
     if (b.last) {
-      this.reporting.delete(node);
+      this.reporting.end(node);
       const stale = all(db, "SELECT hash FROM replicas WHERE node=? AND mark<?", [node, b.report]).map(([h]) => String(h));
       if (stale.length) {
         done.push(this.c.commit({ op: "unreplicate", node, hashes: stale }).durable);

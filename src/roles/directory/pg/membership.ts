@@ -1,9 +1,9 @@
 import type { RegisterBody, RegisterReply, ReportBody, ReportReply } from "../../../protocol/directory.js";
-import { DfsError } from "../../../protocol/errors.js";
 import type { VerifyReply } from "../../../protocol/storage.js";
 import type { PostgresBackend } from "../../../metadata/postgres.js";
 import type { Peer } from "../../../transport/actor.js";
 import type { Logger } from "../../../log.js";
+import { Reports } from "../reports.js";
 import { checkRegistration, confirmedBad } from "../rules.js";
 import type { PgLeases } from "./leases.js";
 import { NOW_MS, type PgNodes } from "./nodes.js";
@@ -21,8 +21,7 @@ export interface PgMembershipComponents {
 
 /** Registration and chunk reports in PostgreSQL: the same rules as the embedded store, in a transaction each. */
 export class PgMembership {
-  /** Storage nodes whose chunk report comes over a link to this process: node id -> report number and connection. */
-  private readonly reporting = new Map<string, { report: number; peer: Peer }>();
+  private readonly reporting = new Reports();
 
   constructor(
     private readonly c: PgMembershipComponents,
@@ -55,7 +54,7 @@ export class PgMembership {
       return { link, reply };
     });
     nodes.linked(b.id, peer, link);
-    if (b.kind === "storage") this.reporting.set(b.id, { report: reply.report, peer });
+    if (b.kind === "storage") this.reporting.start(b.id, reply.report, peer);
     this.c.changed();
     return reply;
   }
@@ -66,11 +65,7 @@ export class PgMembership {
    */
   async report(b: ReportBody, peer: Peer): Promise<ReportReply> {
     const { db, nodes } = this.c;
-    const node = nodes.idOf(peer);
-    const r = node ? this.reporting.get(node) : undefined;
-    if (!node || !r || r.peer !== peer || r.report !== b.report) {
-      throw new DfsError("BAD_REQUEST", "chunk report without a matching registration on this connection");
-    }
+    const node = this.reporting.check(nodes.idOf(peer), peer, b.report);
     nodes.heard(peer);
     const buf = Buffer.from(b.hashes.buffer, b.hashes.byteOffset, b.hashes.byteLength);
     const hashes: string[] = [];
@@ -101,7 +96,7 @@ export class PgMembership {
       return { unknown, stale };
     });
     if (b.last) {
-      this.reporting.delete(node);
+      this.reporting.end(node);
       if (stale) this.c.log.info("replicas the node no longer holds dropped", { node, chunks: stale });
       this.c.changed();
     }

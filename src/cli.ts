@@ -11,6 +11,7 @@ import { parseMetadataOption } from "./metadata/option.js";
 import { recoverMeta, type RecoverReport } from "./roles/directory/recover.js";
 import { DIRECTORY_SCHEMA } from "./roles/directory/schema.js";
 import { runClient } from "./roles/client.js";
+import { isPostgresMetadata } from "./roles/directory.js";
 import { runLocal } from "./local.js";
 import { VERSION } from "./version.js";
 
@@ -89,7 +90,7 @@ Examples:
       }
       const roles = parseRoles(o.role);
       const metadata = metadataOf(roles, o.metadata, program.getOptionValueSource("metadata"));
-      if (metadata !== undefined && metadata !== "sqlite") {
+      if (isPostgresMetadata(metadata)) {
         const embeddedOnly = [o.metaDir ? "--meta-dir" : "", program.getOptionValueSource("snapshotEvery") === "cli" ? "--snapshot-every" : ""].filter(Boolean);
         if (embeddedOnly.length) fail(new DfsError("BAD_REQUEST", `${embeddedOnly.join(" and ")}: only for the embedded store; with --metadata postgres://... the database keeps the metadata`));
       }

@@ -6,7 +6,7 @@ import { later } from "../transport/mailbox.js";
 import type { Logger } from "../log.js";
 import type { PeerPool } from "./upstream.js";
 import type { Checkpointer } from "./directory/checkpoint.js";
-import type { DirectoryCore } from "./directory/core.js";
+import type { Awaitable, DirectoryCore } from "./directory/core.js";
 import type { MetaStore } from "./directory/metastore.js";
 import { openPgCore } from "./directory/pg/core.js";
 import type { DirRecord } from "./directory/schema.js";
@@ -73,32 +73,26 @@ export async function createDirectory(
 
   const handler = <S extends import("zod").ZodTypeAny>(allow: readonly string[], schema: S, handle: (b: import("zod").output<S>, peer: Peer) => unknown): Handler =>
     ({ allow, parse: parser(schema), handle });
-  /** An answer that is not ready yet lets the mailbox go on meanwhile. */
-  const reply = (r: unknown) => (r instanceof Promise ? later(r) : r);
-  const done = (r: unknown) => (r instanceof Promise ? later(r.then(() => null)) : null);
+  /** The reply made of a back end's answer; one that is not ready yet lets the mailbox go on meanwhile. */
+  const answer = <T>(r: Awaitable<T>, reply: (v: T) => unknown = (v) => v) => (r instanceof Promise ? later(r.then(reply)) : reply(r));
+  const done = (r: Awaitable<void>) => answer(r, () => null);
 
   const handlers: Record<string, Handler> = {
     "dir.register": handler(["storage", "lock", "directory"], dirSchemas.register, (b, peer) => later(core.register(b, peer))),
     "dir.report": handler(["storage", "directory"], dirSchemas.report, (b, peer) => later(core.report(b, peer))),
     "dir.heartbeat": handler(["storage", "lock", "directory"], dirSchemas.heartbeat, (b, peer) => done(core.heartbeat(b, peer))),
-    "dir.status": handler(ALL, dirSchemas.status, () => {
-      const withSettings = (s: Awaited<ReturnType<DirectoryCore["status"]>>): StatusReply => ({
-        directory: {
-          url: init.url, replicas: init.replicas, minReplicas: init.minReplicas, deadAfterSeconds: init.deadAfterMs / 1000,
-          clusterId: core.clusterId,
-        },
-        ...s,
-      });
-      const s = core.status();
-      return s instanceof Promise ? later(s.then(withSettings)) : withSettings(s);
-    }),
-    "dir.hello": handler(ALL, dirSchemas.hello, () => {
-      const hello = (lockUrl: string | null): HelloReply => ({ lockUrl, replicas: init.replicas, minReplicas: init.minReplicas, chunkSize: init.chunkSize });
-      const url = core.lockUrl();
-      return url instanceof Promise ? later(url.then(hello)) : hello(url);
-    }),
+    "dir.status": handler(ALL, dirSchemas.status, () => answer(core.status(), (s): StatusReply => ({
+      directory: {
+        url: init.url, replicas: init.replicas, minReplicas: init.minReplicas, deadAfterSeconds: init.deadAfterMs / 1000,
+        clusterId: core.clusterId,
+      },
+      ...s,
+    }))),
+    "dir.hello": handler(ALL, dirSchemas.hello, () => answer(core.lockUrl(), (lockUrl): HelloReply => ({
+      lockUrl, replicas: init.replicas, minReplicas: init.minReplicas, chunkSize: init.chunkSize,
+    }))),
     "dir.place": handler(CLIENTS, dirSchemas.place, (b) => later(core.place(b))),
-    "dir.stored": handler(["storage", "directory"], dirSchemas.stored, (b, peer) => reply(core.stored(b, peer))),
+    "dir.stored": handler(["storage", "directory"], dirSchemas.stored, (b, peer) => answer(core.stored(b, peer))),
     "dir.commit": handler(CLIENTS, dirSchemas.commit, (b) => later(core.commit(b))),
     "dir.lookup": handler(ALL, dirSchemas.lookup, (b) => later(core.lookup(b.path))),
     "dir.list": handler(ALL, dirSchemas.list, (b) => later(core.list(b.prefix, b.limit).then((entries) => ({ entries })))),

@@ -15,6 +15,7 @@ import { PgLeases } from "./leases.js";
 import { PgMembership } from "./membership.js";
 import { PgNodes } from "./nodes.js";
 import { Runner } from "./runner.js";
+import { marks } from "./sql.js";
 
 /** Transactions that only read: one snapshot, no predicate locks (see TransactOptions.readOnly). */
 const READ = { readOnly: true } as const;
@@ -50,18 +51,16 @@ export async function openPgCore(components: { log: Logger; peers: PeerPool }, i
   const nodes = new PgNodes(db, log, init);
   const leases = new PgLeases(db);
   const files = new PgFiles(db, nodes, leases, init);
-  const urls = new Map<string, string>();
-  /** A request to a storage node: over its link to this process, or a connection of this process's own. */
+  /**
+   * A request to a storage node: over its link to this process, or a connection of this process's own to the
+   * address it last registered with (read each time: a restarted node may listen elsewhere).
+   */
   const ask = async <T>(node: string, type: string, body: unknown, timeoutMs: number): Promise<T> => {
     const peer = nodes.peerOf(node);
     if (peer) return peer.request<T>(type, body, { timeoutMs });
-    let url = urls.get(node);
-    if (!url) {
-      const r = await db.transact((tx) => tx.get("SELECT url FROM nodes WHERE id=?", [node]), READ);
-      if (!r) throw new DfsError("NOT_FOUND", `no node ${node}`);
-      urls.set(node, (url = String(r[0])));
-    }
-    return components.peers.request<T>(url, type, body, { timeoutMs });
+    const r = await db.transact((tx) => tx.get("SELECT url FROM nodes WHERE id=?", [node]), READ);
+    if (!r) throw new DfsError("NOT_FOUND", `no node ${node}`);
+    return components.peers.request<T>(String(r[0]), type, body, { timeoutMs });
   };
   let repairer: Repairer | undefined;
   const changed = () => repairer?.schedule();
@@ -203,7 +202,7 @@ async function foldCounts(tx: Tx): Promise<number> {
   if (rows.length === 0) return 0;
   const sum = [0, 0, 0];
   for (const r of rows) for (let i = 0; i < 3; i++) sum[i]! += Number(r[i + 1]);
-  await tx.run(`DELETE FROM counts WHERE id IN (${rows.map(() => "?").join(",")})`, rows.map((r) => r[0]!));
+  await tx.run(`DELETE FROM counts WHERE id IN (${marks(rows.length)})`, rows.map((r) => r[0]!));
   for (const [i, key] of ["files", "bytes", "chunks"].entries()) await tx.run("UPDATE meta SET num = num + ? WHERE key=?", [sum[i]!, key]);
   return rows.length;
 }

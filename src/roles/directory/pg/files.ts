@@ -11,16 +11,9 @@ import { chunksGone, noSuchFile, targetExists, tooFewCopies, versionConflict } f
 import { fence, type Lease } from "../leases.js";
 import type { PgLeases } from "./leases.js";
 import { NOW_MS, type PgNodes } from "./nodes.js";
+import { allIn, marks, slices } from "./sql.js";
 
 const READ = { readOnly: true } as const;
-const marks = (n: number) => Array.from({ length: n }, () => "?").join(",");
-
-/** Lists cut into parts that keep a statement's parameters well below PostgreSQL's 65,535. */
-function slices<T>(list: T[], size = 500): T[][] {
-  const out: T[][] = [];
-  for (let i = 0; i < list.length; i += size) out.push(list.slice(i, i + size));
-  return out;
-}
 
 /** Counts references up or down in `refs` (clamped at 0); returns how the number of referenced chunks changed. */
 function count(refs: Map<string, number>, hashes: string[], delta: 1 | -1): number {
@@ -83,23 +76,25 @@ export class PgFiles {
     if (!node) throw new DfsError("BAD_REQUEST", "chunk report before registration");
     this.nodes.heard(peer);
     return this.db.transact(async (tx) => {
-      const tombs = new Map<string, number>();
-      const hashes = [...new Set(b.chunks.map((c) => c.hash))];
-      for (let i = 0; i < hashes.length; i += 500) {
-        const part = hashes.slice(i, i + 500);
-        for (const [h, gen] of await tx.all(`SELECT hash, gen FROM tombstones WHERE node=? AND hash IN (${marks(part.length)})`, [node, ...part])) {
-          tombs.set(String(h), Number(gen));
-        }
-      }
+      const tombs = new Map((await allIn(tx, "SELECT hash, gen FROM tombstones WHERE node=? AND hash IN (*)", b.chunks.map((c) => c.hash), [node]))
+        .map(([h, gen]) => [String(h), Number(gen)]));
       const refused: string[] = [];
+      const add = new Map<string, number>();
       for (const ch of b.chunks) {
         const tomb = tombs.get(ch.hash);
-        if (tomb !== undefined && tomb > ch.gen) {
-          refused.push(ch.hash);
-          continue;
-        }
-        await tx.run(`INSERT INTO chunks(hash, size, refs, touched) VALUES(?,?,0,${NOW_MS}) ON CONFLICT(hash) DO UPDATE SET touched=excluded.touched`, [ch.hash, ch.size]);
-        await tx.run("INSERT INTO replicas(hash, node, mark) VALUES(?,?,0) ON CONFLICT(hash, node) DO NOTHING", [ch.hash, node]);
+        if (tomb !== undefined && tomb > ch.gen) refused.push(ch.hash);
+        else add.set(ch.hash, ch.size);
+      }
+      for (const part of slices([...add], 1000)) {
+        await tx.run(
+          `INSERT INTO chunks(hash, size, refs, touched) VALUES ${part.map(() => `(?,?,0,${NOW_MS})`).join(",")}
+           ON CONFLICT(hash) DO UPDATE SET touched=excluded.touched`,
+          part.flat(),
+        );
+        await tx.run(
+          `INSERT INTO replicas(hash, node, mark) VALUES ${part.map(() => "(?,?,0)").join(",")} ON CONFLICT(hash, node) DO NOTHING`,
+          part.flatMap(([h]) => [h, node]),
+        );
       }
       return { refused };
     });
@@ -108,18 +103,14 @@ export class PgFiles {
   /** Set-based, so that a commit of a thousand files is a handful of statements, not thousands. */
   commit(b: CommitBody): Promise<CommitReply> {
     return this.db.transact(async (tx) => {
-      const paths = [...new Set(b.files.map((f) => f.path))];
+      const paths = b.files.map((f) => f.path);
       const held = new Map<string, Lease>();
-      for (const part of slices(paths)) {
-        const rows = await tx.all(`SELECT path, token, owner, session, expires FROM leases WHERE expires > ${NOW_MS} AND path IN (${marks(part.length)})`, part);
-        for (const r of rows) held.set(String(r[0]), { token: Number(r[1]), owner: String(r[2]), session: String(r[3]), expires: Number(r[4]) });
+      for (const r of await allIn(tx, `SELECT path, token, owner, session, expires FROM leases WHERE expires > ${NOW_MS} AND path IN (*)`, paths)) {
+        held.set(String(r[0]), { token: Number(r[1]), owner: String(r[2]), session: String(r[3]), expires: Number(r[4]) });
       }
       for (const f of b.files) fence(f.path, held.get(f.path), { token: f.token, session: b.session });
       const named = [...new Set(b.files.flatMap((f) => f.chunks))];
-      const refs = new Map<string, number>();
-      for (const part of slices(named)) {
-        for (const [h, n] of await tx.all(`SELECT hash, refs FROM chunks WHERE hash IN (${marks(part.length)})`, part)) refs.set(String(h), Number(n));
-      }
+      const refs = await this.refsOf(tx, named);
       const live = named.length ? await this.nodes.liveReplicas(tx, named) : new Map<string, Replica[]>();
       for (const f of b.files) {
         const missing = [...new Set(f.chunks)].filter((h) => !refs.has(h));
@@ -130,16 +121,11 @@ export class PgFiles {
         }
       }
       const current = new Map<string, { version: number; chunks: string[]; size: number }>();
-      for (const part of slices(paths)) {
-        for (const r of await tx.all(`SELECT path, version, chunks, size FROM files WHERE path IN (${marks(part.length)})`, part)) {
-          current.set(String(r[0]), { version: Number(r[1]), chunks: JSON.parse(String(r[2])) as string[], size: Number(r[3]) });
-        }
+      for (const r of await allIn(tx, "SELECT path, version, chunks, size FROM files WHERE path IN (*)", paths)) {
+        current.set(String(r[0]), { version: Number(r[1]), chunks: JSON.parse(String(r[2])) as string[], size: Number(r[3]) });
       }
       // Old chunk lists may name chunks this commit does not: their counts are needed too.
-      const old = [...new Set([...current.values()].flatMap((c) => c.chunks))].filter((h) => !refs.has(h));
-      for (const part of slices(old)) {
-        for (const [h, n] of await tx.all(`SELECT hash, refs FROM chunks WHERE hash IN (${marks(part.length)})`, part)) refs.set(String(h), Number(n));
-      }
+      await this.refsOf(tx, [...current.values()].flatMap((c) => c.chunks).filter((h) => !refs.has(h)), refs);
       const before = new Map(refs);
       const now = Number((await tx.get(`SELECT ${NOW_MS}`))![0]);
       const totals = { files: 0, bytes: 0, chunks: 0 };
@@ -158,15 +144,7 @@ export class PgFiles {
         rows.set(f.path, [f.path, version + 1, f.size, f.sha256, JSON.stringify(f.chunks), now]);
         versions.push({ path: f.path, version: version + 1 });
       }
-      const changed = [...refs].filter(([h, n]) => before.get(h) !== n);
-      for (const part of slices(changed)) {
-        // A chunk nothing references any more gets its grace period from now.
-        await tx.run(
-          `UPDATE chunks SET refs = v.refs, touched = CASE WHEN v.refs = 0 THEN ${NOW_MS} ELSE chunks.touched END
-           FROM (VALUES ${part.map(() => "(?::text, ?::bigint)").join(",")}) AS v(hash, refs) WHERE chunks.hash = v.hash`,
-          part.flat(),
-        );
-      }
+      await this.writeRefs(tx, refs, before);
       for (const part of slices([...rows.values()], 1000)) {
         await tx.run(
           `INSERT INTO files(path, version, size, sha256, chunks, mtime) VALUES ${part.map(() => "(?,?,?,?,?,?)").join(",")}
@@ -185,7 +163,11 @@ export class PgFiles {
       await this.leases.check(tx, b.path, b);
       const found = await tx.get("SELECT chunks, size FROM files WHERE path=?", [b.path]);
       if (!found) throw noSuchFile(b.path);
-      const chunks = await this.adjustRefs(tx, JSON.parse(String(found[0])) as string[], -1);
+      const hashes = JSON.parse(String(found[0])) as string[];
+      const refs = await this.refsOf(tx, hashes);
+      const before = new Map(refs);
+      const chunks = count(refs, hashes, -1);
+      await this.writeRefs(tx, refs, before);
       await tx.run("DELETE FROM files WHERE path=?", [b.path]);
       await this.count(tx, { files: -1, bytes: -Number(found[1]), chunks });
     });
@@ -208,13 +190,8 @@ export class PgFiles {
       const r = await tx.get("SELECT version, size, sha256, chunks, mtime FROM files WHERE path=?", [path]);
       if (!r) throw noSuchFile(path);
       const hashes = JSON.parse(String(r[3])) as string[];
-      const unique = [...new Set(hashes)];
-      const sizes = new Map<string, number>();
-      for (let i = 0; i < unique.length; i += 500) {
-        const part = unique.slice(i, i + 500);
-        for (const [h, size] of await tx.all(`SELECT hash, size FROM chunks WHERE hash IN (${marks(part.length)})`, part)) sizes.set(String(h), Number(size));
-      }
-      const live = await this.nodes.liveReplicas(tx, unique);
+      const sizes = new Map((await allIn(tx, "SELECT hash, size FROM chunks WHERE hash IN (*)", hashes)).map(([h, size]) => [String(h), Number(size)]));
+      const live = await this.nodes.liveReplicas(tx, hashes);
       return {
         path, version: Number(r[0]), size: Number(r[1]), sha256: String(r[2]), mtime: Number(r[4]),
         chunks: hashes.map((hash): { hash: string; size: number; replicas: Replica[] } => ({ hash, size: sizes.get(hash) ?? 0, replicas: live.get(hash)! })),
@@ -248,29 +225,23 @@ export class PgFiles {
 
   /** Placed or stored chunks start their grace period again. */
   private async touch(tx: Tx, hashes: string[]): Promise<void> {
-    const unique = [...new Set(hashes)];
-    for (let i = 0; i < unique.length; i += 500) {
-      const part = unique.slice(i, i + 500);
-      await tx.run(`UPDATE chunks SET touched=${NOW_MS} WHERE hash IN (${marks(part.length)})`, part);
-    }
+    for (const part of slices([...new Set(hashes)])) await tx.run(`UPDATE chunks SET touched=${NOW_MS} WHERE hash IN (${marks(part.length)})`, part);
   }
 
-  /** Counts chunk references up or down; returns how the count of referenced chunks changed. */
-  private async adjustRefs(tx: Tx, hashes: string[], delta: 1 | -1): Promise<number> {
-    const times = new Map<string, number>();
-    for (const h of hashes) times.set(h, (times.get(h) ?? 0) + 1);
-    let live = 0;
-    for (const [h, n] of times) {
-      const before = await tx.get("SELECT refs FROM chunks WHERE hash=?", [h]);
-      if (!before) continue;
-      const refs = Number(before[0]);
-      const after = Math.max(0, refs + delta * n);
-      if (after === refs) continue;
-      // A chunk nothing references any more gets its grace period from now.
-      await tx.run(`UPDATE chunks SET refs=?, touched=CASE WHEN ?=0 THEN ${NOW_MS} ELSE touched END WHERE hash=?`, [after, after, h]);
-      if (refs === 0 && after > 0) live++;
-      else if (refs > 0 && after === 0) live--;
+  /** The reference counts of the chunks among `hashes` that exist, added to `into`. */
+  private async refsOf(tx: Tx, hashes: string[], into = new Map<string, number>()): Promise<Map<string, number>> {
+    for (const [h, n] of await allIn(tx, "SELECT hash, refs FROM chunks WHERE hash IN (*)", hashes)) into.set(String(h), Number(n));
+    return into;
+  }
+
+  /** Writes the counts that differ from `before`, in a few statements; a chunk nothing references any more gets its grace period from now. */
+  private async writeRefs(tx: Tx, refs: Map<string, number>, before: Map<string, number>): Promise<void> {
+    for (const part of slices([...refs].filter(([h, n]) => before.get(h) !== n))) {
+      await tx.run(
+        `UPDATE chunks SET refs = v.refs, touched = CASE WHEN v.refs = 0 THEN ${NOW_MS} ELSE chunks.touched END
+         FROM (VALUES ${part.map(() => "(?::text, ?::bigint)").join(",")}) AS v(hash, refs) WHERE chunks.hash = v.hash`,
+        part.flat(),
+      );
     }
-    return live;
   }
 }

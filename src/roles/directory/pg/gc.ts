@@ -4,6 +4,7 @@ import type { Tx } from "../../../metadata/tx.js";
 import type { Logger } from "../../../log.js";
 import { NOW_MS } from "./nodes.js";
 import type { Runner } from "./runner.js";
+import { allIn, marks } from "./sql.js";
 
 /** Chunks and leftovers looked at per sweep. */
 const SWEEP_LIMIT = 2000;
@@ -42,9 +43,8 @@ export class PgCollector {
       const chunks = (await tx.all(`SELECT hash FROM chunks WHERE refs=0 AND touched < ${NOW_MS} - ? LIMIT ?`, [grace, SWEEP_LIMIT])).map(([h]) => String(h));
       const replicas: Replicas = [];
       if (chunks.length) {
-        const list = chunks.map(() => "?").join(",");
-        for (const [h, n] of await tx.all(`SELECT hash, node FROM replicas WHERE hash IN (${list})`, chunks)) replicas.push({ hash: String(h), node: String(n) });
-        await tx.run(`DELETE FROM chunks WHERE refs=0 AND hash IN (${list})`, chunks);
+        for (const [h, n] of await allIn(tx, "SELECT hash, node FROM replicas WHERE hash IN (*)", chunks)) replicas.push({ hash: String(h), node: String(n) });
+        await tx.run(`DELETE FROM chunks WHERE refs=0 AND hash IN (${marks(chunks.length)})`, chunks);
       }
       const due = await tx.all(`SELECT hash, node FROM leftovers WHERE since < ${NOW_MS} - ? LIMIT ?`, [grace, SWEEP_LIMIT]);
       for (const [h, n] of due) {

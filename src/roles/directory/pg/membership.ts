@@ -7,6 +7,7 @@ import { Reports } from "../reports.js";
 import { checkRegistration, confirmedBad } from "../rules.js";
 import type { PgLeases } from "./leases.js";
 import { NOW_MS, type PgNodes } from "./nodes.js";
+import { allIn } from "./sql.js";
 
 export interface PgMembershipComponents {
   log: Logger;
@@ -41,7 +42,7 @@ export class PgMembership {
          cert=COALESCE(nodes.cert, excluded.cert), secret=COALESCE(nodes.secret, excluded.secret)`,
         [b.id, b.kind, b.url, b.zone, b.capacity, peer.name, secret ?? null],
       );
-      const link = await nodes.attach(tx, b.id, peer, { free: b.free, used: b.used, chunks: b.chunks });
+      const link = await nodes.attach(tx, b.id, { free: b.free, used: b.used, chunks: b.chunks });
       const storage = b.kind === "storage";
       // Every generation handed out so far is below this one: the node's floor for deletes.
       const gen = storage ? Number((await tx.get("SELECT nextval('gens')"))![0]) : 0;
@@ -74,7 +75,7 @@ export class PgMembership {
       let unknown = 0;
       for (let i = 0; i < hashes.length; i += 1000) {
         const part = hashes.slice(i, i + 1000);
-        const known = new Set((await tx.all(`SELECT hash FROM chunks WHERE hash IN (${part.map(() => "?").join(",")})`, part)).map(([h]) => String(h)));
+        const known = new Set((await allIn(tx, "SELECT hash FROM chunks WHERE hash IN (*)", part)).map(([h]) => String(h)));
         const mine = part.filter((h) => known.has(h));
         const other = part.filter((h) => !known.has(h));
         unknown += other.length;

@@ -6,6 +6,7 @@ import type { Peer } from "../../../transport/actor.js";
 import type { Logger } from "../../../log.js";
 import { nodeStatus } from "../nodes.js";
 import type { Candidate } from "../placement.js";
+import { allIn } from "./sql.js";
 
 /** The database's clock in milliseconds, inside a statement: every directory process judges time by it. */
 export const NOW_MS = "(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint)";
@@ -43,7 +44,7 @@ export class PgNodes {
   }
 
   /** Marks the node up on this connection, in the transaction that registers it. */
-  async attach(tx: Tx, id: string, peer: Peer, figures: { free: number; used: number; chunks: number }): Promise<string> {
+  async attach(tx: Tx, id: string, figures: { free: number; used: number; chunks: number }): Promise<string> {
     const link = randomBytes(8).toString("hex");
     await tx.run(`UPDATE nodes SET state='up', seen=${NOW_MS}, free=?, used=?, chunks=?, link=? WHERE id=?`, [
       figures.free, figures.used, figures.chunks, link, id,
@@ -112,16 +113,8 @@ export class PgNodes {
   /** Replica locations of each chunk that are on live nodes. */
   async liveReplicas(tx: Tx, hashes: string[]): Promise<Map<string, Replica[]>> {
     const out = new Map<string, Replica[]>(hashes.map((h) => [h, []]));
-    const unique = [...new Set(hashes)];
-    for (let i = 0; i < unique.length; i += 500) {
-      const part = unique.slice(i, i + 500);
-      const rows = await tx.all(
-        `SELECT r.hash, n.id, n.url FROM replicas r JOIN nodes n ON n.id = r.node
-         WHERE r.hash IN (${part.map(() => "?").join(",")}) AND ${this.stateSql("n")}='up'`,
-        part,
-      );
-      for (const [hash, id, url] of rows) out.get(String(hash))!.push({ node: String(id), url: String(url) });
-    }
+    const sql = `SELECT r.hash, n.id, n.url FROM replicas r JOIN nodes n ON n.id = r.node WHERE r.hash IN (*) AND ${this.stateSql("n")}='up'`;
+    for (const [hash, id, url] of await allIn(tx, sql, hashes)) out.get(String(hash))!.push({ node: String(id), url: String(url) });
     return out;
   }
 

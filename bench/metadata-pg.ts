@@ -4,17 +4,14 @@
  * then each tenfold, then N) the load pauses for the directory's RSS, dir.lookup latency and the
  * database's size, so that each can be read against the number of files.
  */
-import { createHash } from "node:crypto";
 import path from "node:path";
 import type { Channel } from "../src/transport/channel.js";
 import { percentile } from "./baselines.js";
 import { directoryChannel, readVm, startDfs, type Child } from "./cluster.js";
+import { BATCH, EMPTY_SHA, metaPath, timedLookups } from "./metadata.js";
 import type { BenchPostgres } from "./postgres.js";
 
-const EMPTY_SHA = createHash("sha256").digest("hex");
-const BATCH = 1000;
-const PER_FOLDER = 1000;
-/** Channels committing at once: the directory's PostgreSQL pool has four connections. */
+/** Channels committing at once. */
 const LANES = 4;
 const LOOKUPS = 2000;
 const FIRST_CHECKPOINT = 100_000;
@@ -54,7 +51,8 @@ function checkpointsFor(files: number): number[] {
   return out;
 }
 
-const filePath = (i: number) => `/meta/d${String(Math.floor(i / PER_FOLDER)).padStart(5, "0")}/f${String(i).padStart(8, "0")}`;
+/** Eight digits: room for 10,000,000 files and more. */
+const filePath = (i: number) => metaPath(i, 8);
 
 /**
  * Lane k owns files [k·N/LANES, (k+1)·N/LANES) and commits them in order: the lanes add to far-apart
@@ -100,19 +98,6 @@ class Lanes {
   }
 }
 
-async function lookups(ch: Channel, lanes: Lanes, n: number): Promise<number[]> {
-  const lat: number[] = [];
-  for (let k = 0; k < n + 100; k++) {
-    const i = lanes.randomCommitted();
-    const t0 = performance.now();
-    const info = await ch.request<{ path: string }>("dir.lookup", { path: filePath(i) });
-    const ms = performance.now() - t0;
-    if (info.path !== filePath(i)) throw new Error(`dir.lookup answered ${info.path} for ${filePath(i)}`);
-    if (k >= 100) lat.push(ms); // the first 100 warm up
-  }
-  return lat.sort((a, b) => a - b);
-}
-
 export async function pgMetadataScale(
   pg: BenchPostgres, certs: string, logDir: string, root: string, files: number, progress: (s: string) => void,
 ): Promise<PgMetaResult> {
@@ -139,7 +124,7 @@ export async function pgMetadataScale(
       });
       const ms = performance.now() - t0;
       loadMs += ms;
-      const lat = await lookups(channels[0]!, lanes, LOOKUPS);
+      const lat = await timedLookups(channels[0]!, () => lanes.randomCommitted(), filePath, LOOKUPS);
       const vm = readVm(dir.child.pid);
       const cp: PgCheckpoint = {
         files: lanes.committed, rssBytes: vm.rss, peakRssBytes: vm.hwm, databaseBytes: await pg.databaseBytes(url),

@@ -10,10 +10,11 @@ import { percentile } from "./baselines.js";
 import { directoryChannel, readVm, startDfs, type Child } from "./cluster.js";
 import { StallProbe } from "./stall.js";
 
-const EMPTY_SHA = createHash("sha256").digest("hex");
+export const EMPTY_SHA = createHash("sha256").digest("hex");
 /** The stall probe's phase for the first commits of a fresh directory process. */
 export const COLD_PHASE = "first commits";
-const BATCH = 1000;
+/** Files per dir.commit in the metadata loads. */
+export const BATCH = 1000;
 const PER_FOLDER = 1000;
 
 export interface MetaResult {
@@ -61,12 +62,16 @@ export function snapshotFigures(logFile: string): SnapshotFigures {
   return { count: lines.length, maxLoopBlockedMs: max(field("loopBlockedMs")), maxBuildMs: max(field("ms")), checkpointerPeakRssBytes: max(field("checkpointerPeakRss")) };
 }
 
-const filePath = (i: number) => `/meta/d${String(Math.floor(i / PER_FOLDER)).padStart(4, "0")}/f${String(i).padStart(7, "0")}`;
+/** The path of the i-th file of a metadata load: `digits` wide, so that paths sort as their numbers. */
+export const metaPath = (i: number, digits = 7) =>
+  `/meta/d${String(Math.floor(i / PER_FOLDER)).padStart(digits - 3, "0")}/f${String(i).padStart(digits, "0")}`;
+const filePath = (i: number) => metaPath(i);
 
-async function lookups(ch: Channel, files: number, n: number): Promise<number[]> {
+/** Latencies (ms, sorted) of `n` dir.lookup calls one at a time, of files numbered by `pick`, after 100 to warm up. */
+export async function timedLookups(ch: Channel, pick: () => number, filePath: (i: number) => string, n: number): Promise<number[]> {
   const lat: number[] = [];
   for (let k = 0; k < n + 100; k++) {
-    const i = Math.floor(Math.random() * files);
+    const i = pick();
     const t0 = performance.now();
     const info = await ch.request<{ size: number; path: string }>("dir.lookup", { path: filePath(i) });
     const ms = performance.now() - t0;
@@ -124,7 +129,7 @@ export async function metadataScale(root: string, certs: string, logDir: string,
     const commitSeconds = (performance.now() - t0) / 1000;
     progress(`metadata: ${files} files committed in ${commitSeconds.toFixed(1)} s; lookups before restart`);
     probe.mark("lookups");
-    const before = await lookups(ch, files, 500);
+    const before = await timedLookups(ch, () => Math.floor(Math.random() * files), filePath, 500);
     probe.mark("status");
     for (let k = 0; k < 20; k++) await ch.request("dir.status", {});
     const stallMs = probe.stop().maxMs;
@@ -152,7 +157,7 @@ export async function metadataScale(root: string, certs: string, logDir: string,
     progress(`metadata: restart ${(restartMs / 1000).toFixed(2)} s; ${2000} random dir.lookup`);
     probe = await StallProbe.start(dir.url, certs);
     probe.mark("lookups after restart");
-    const after = await lookups(ch, files, 2000);
+    const after = await timedLookups(ch, () => Math.floor(Math.random() * files), filePath, 2000);
     Object.assign(stallMs, probe.stop().maxMs);
     const vm2 = readVm(dir.child.pid);
     return {

@@ -41,6 +41,17 @@ export function readVm(pid: number | "self"): VmFigures {
   return { hwm: kb("VmHWM"), rss: kb("VmRSS") };
 }
 
+/** CPU time (user + system) a process has used so far, in ms, from /proc/PID/stat (Linux); 0 once it is gone. */
+export function cpuMs(pid: number): number {
+  try {
+    const fields = fs.readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+    // utime and stime are fields 14 and 15 of the line, counted in clock ticks of 10 ms.
+    return (Number(fields[11]) + Number(fields[12])) * 10;
+  } catch {
+    return 0;
+  }
+}
+
 /** A child node process: stdout read line by line (in order), stderr appended to a log file. */
 export class Child {
   readonly proc: ChildProcess;
@@ -148,11 +159,11 @@ export function startWorker(name: string, mode: string, config: unknown, logDir:
 }
 
 /**
- * Starts one dfs node process and waits for its `listening on` line: `node --import tsx src/node.ts ARGS`,
- * or the built executable named by DFS_BIN (as the tests do), to measure the shipped program.
+ * Starts one dfs node process and waits for its `listening on` line: the built executable (`dfsBinary`), to
+ * measure the shipped program, or `node --import tsx src/node.ts ARGS` when there is none.
  */
 export async function startDfs(name: string, args: string[], logDir: string): Promise<{ child: Child; url: string; ms: number }> {
-  const bin = process.env.DFS_BIN;
+  const bin = dfsBinary();
   const child = new Child(name, bin ? args : [path.join(ROOT, "src/node.ts"), ...args], path.join(logDir, `${name}.log`), {}, bin);
   const m = await child.next(/listening on (wss:\/\/\S+)/, 120_000);
   return { child, url: m[1]!, ms: performance.now() - child.started };
@@ -250,4 +261,59 @@ export class BenchCluster {
   async stop(): Promise<void> {
     await Promise.all(this.all().map((c) => c.stop()));
   }
+}
+
+/**
+ * The built executable to run, or undefined to run from source: DFS_BIN when set, else `dist/dfs` when it is
+ * newer than every source file (a stale build would measure old code).
+ */
+export function dfsBinary(): string | undefined {
+  if (chosen !== null) return chosen;
+  chosen = findBinary();
+  return chosen;
+}
+let chosen: string | undefined | null = null;
+
+function findBinary(): string | undefined {
+  // Node flags such as --cpu-prof reach only a process that node itself starts.
+  if (childNodeFlags.length > 0) return undefined;
+  if (process.env.DFS_BIN) return path.resolve(process.env.DFS_BIN);
+  const bin = path.join(ROOT, "dist/dfs");
+  if (!fs.existsSync(bin)) return undefined;
+  const built = fs.statSync(bin).mtimeMs;
+  const newest = (dir: string): number =>
+    Math.max(0, ...fs.readdirSync(dir, { withFileTypes: true }).map((e) => {
+      const p = path.join(dir, e.name);
+      return e.isDirectory() ? newest(p) : fs.statSync(p).mtimeMs;
+    }));
+  return newest(path.join(ROOT, "src")) <= built ? bin : undefined;
+}
+
+/**
+ * Runs one command of the built executable to its end and measures it from the outside: wall time from spawn to
+ * exit, and the peak resident set (VmHWM, which only grows) sampled every 10 ms until the process exits.
+ */
+export async function timeBinary(bin: string, name: string, args: string[], logDir: string): Promise<{ ms: number; peakRss: number }> {
+  const err = fs.openSync(path.join(logDir, `${name}.log`), "a");
+  const out = fs.openSync("/dev/null", "w");
+  const t0 = performance.now();
+  const proc = spawn(bin, args, { cwd: ROOT, stdio: ["ignore", out, err], env: { ...process.env, DFS_LOG_LEVEL: "warn" } });
+  fs.closeSync(err);
+  fs.closeSync(out);
+  let peakRss = 0;
+  const sample = () => {
+    try {
+      const { hwm } = readVm(proc.pid!);
+      // NaN while the process is still being exec'd (no VmHWM line yet).
+      if (hwm > peakRss) peakRss = hwm;
+    } catch {
+      // Gone between the check and the read: the last sample stands.
+    }
+  };
+  const timer = setInterval(sample, 10);
+  sample();
+  const code = await new Promise<number | null>((resolve) => proc.on("exit", (c) => (clearInterval(timer), resolve(c))));
+  const ms = performance.now() - t0;
+  if (code !== 0) throw new Error(`${name}: ${bin} ${args.join(" ")} exited with ${code}:\n${fs.readFileSync(path.join(logDir, `${name}.log`), "utf8").slice(-2000)}`);
+  return { ms, peakRss };
 }

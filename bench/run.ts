@@ -8,7 +8,7 @@ import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { measureDisk, measureRuntime, measureSha, measureWss, type Baselines } from "./baselines.js";
-import { BenchCluster, childNodeFlags, killAll, readVm } from "./cluster.js";
+import { BenchCluster, childNodeFlags, dfsBinary, killAll, readVm } from "./cluster.js";
 import { metadataScale } from "./metadata.js";
 import { postgresRuns, type PgResults } from "./pg-runs.js";
 import { BenchPostgres } from "./postgres.js";
@@ -33,8 +33,9 @@ const USAGE = `usage: npm run bench -- [options]
   --cpu-prof DIR       run every dfs node and worker with --cpu-prof, profiles into DIR
   --keep               keep the temp folder (data, logs) instead of removing it
   --help
-environment: DFS_BIN=FILE runs the dfs nodes from that built executable instead of node + tsx (the bench's
-  client workers always run from source).`;
+environment: DFS_BIN=FILE runs the dfs nodes and the large-file clients from that built executable; without it
+  dist/dfs is used when it is newer than every source file (npm run build:bin), else node + tsx. The small-file
+  clients (many in one worker process) always run from source.`;
 
 function bytesArg(text: string, what: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?$/i.exec(text.trim());
@@ -120,7 +121,7 @@ for (const [sig, code] of [["SIGINT", 130], ["SIGTERM", 143], ["SIGHUP", 129]] a
 }
 
 async function main(): Promise<void> {
-  progress(`temp folder ${root}; ${quick ? "quick" : "full"} run, large file ${(opts.size / MiB).toFixed(0)} MiB, ${os.cpus().length} CPUs; nodes run ${process.env.DFS_BIN ?? "from source (node + tsx)"}`);
+  progress(`temp folder ${root}; ${quick ? "quick" : "full"} run, large file ${(opts.size / MiB).toFixed(0)} MiB, ${os.cpus().length} CPUs; nodes run ${dfsBinary() ?? "from source (node + tsx): no dist/dfs newer than the sources"}`);
   const load0 = os.loadavg()[0]!;
   if (load0 > 1) progress(`warning: load average ${load0.toFixed(1)} before the start: other work on this machine will skew the figures`);
   const cluster = new BenchCluster(root, { storage: 3, replicas: 2 });
@@ -136,7 +137,7 @@ async function main(): Promise<void> {
   progress(`baseline: wss+mTLS ${wss.MiBs.toFixed(0)} MiB/s, RTT p50 ${wss.rttP50Us.toFixed(0)} µs, ${wss.requestsPerSec.toFixed(0)} req/s; bare runtime`);
   const runtime = await measureRuntime(cluster.logs);
   const baselines: Baselines = { disk, sha256MiBs, wss, runtime };
-  const results: Results = { baselines };
+  const results: Results = { baselines, cores: os.cpus().length };
 
   let others: Record<string, ReturnType<typeof readVm>> = {};
   const small = { count1k: opts.count1k, count64k: opts.count64k, clients: opts.clients, processes: opts.procs, lsPerClient: quick ? 50 : 200 };
@@ -176,12 +177,12 @@ async function main(): Promise<void> {
   const title = `## dfs bench (${quick ? "quick" : "full"}) — ${new Date().toISOString()}, ${os.cpus().length} × ${os.cpus()[0]?.model ?? "cpu"}, node ${process.version}, ${elapsed.toFixed(0)} s`;
   const notes = [
     results.large?.note && `large file: ${results.large.note}`,
-    results.large && `warm read: the client hashes every byte twice (cache check, whole-file SHA-256), so SHA-256 / 2 = ${(baselines.sha256MiBs / 2).toFixed(0)} MiB/s bounds it while that stays so`,
+    results.large && `warm read: the client hashes every byte once (each chunk against its name as it leaves the cache), so the SHA-256 rate of one core bounds it`,
     results.small?.note && `small files: ${results.small.note}`,
     results.metadata && `metadata: ${results.metadata.diskNote}; restart = SIGKILL, start on the same data, time to the first dir.lookup answer (listening line after ${(results.metadata.restartListeningMs / 1000).toFixed(2)} s; an empty directory starts in ${(results.metadata.emptyStartMs / 1000).toFixed(2)} s)`,
     `ratio = dfs figure / the baseline named in its row; for latencies that is "round trips' worth"`,
     `every process (bench, workers, ${opts.only.has("large") || opts.only.has("small") ? "5 dfs nodes, " : ""}the metadata directory) shares the ${os.cpus().length} CPUs of this machine`,
-    `dfs nodes ran ${process.env.DFS_BIN ? `from ${process.env.DFS_BIN}` : "from source (node --import tsx src/node.ts)"}; client workers run from source`,
+    `dfs nodes ran ${dfsBinary() ? `from ${dfsBinary()}, and so did the large-file clients` : "from source (node --import tsx src/node.ts)"}; small-file client workers run from source`,
     others.directory && `cluster directory peak RSS ${(others.directory.hwm / MiB).toFixed(1)} MiB, lock service ${(others.lock!.hwm / MiB).toFixed(1)} MiB`,
     pgResults && `PostgreSQL ${pgResults.server.version}, started by the bench in a temp folder on the same disk: ${pgResults.server.settings.join(" ")}`,
     pgResults?.small && `small files on PostgreSQL: the 1 KiB phases alone, each on a fresh cluster over a fresh database; with 2 directories every node and client is given both addresses and each client starts at a random one`,

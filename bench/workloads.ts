@@ -3,7 +3,7 @@ import { randomFillSync } from "node:crypto";
 import fs from "node:fs/promises";
 import path from "node:path";
 import { percentile } from "./baselines.js";
-import { startWorker, type BenchCluster, type Child } from "./cluster.js";
+import { cpuMs, dfsBinary, startWorker, timeBinary, type BenchCluster, type Child } from "./cluster.js";
 
 const MiB = 1024 * 1024;
 
@@ -48,25 +48,42 @@ async function runOnce(name: string, mode: string, config: unknown, logDir: stri
   return { MiBs: r.bytes / MiB / (r.ms / 1000), ms: r.ms, bytes: r.bytes, clientPeakRss: r.vm.hwm, stats: r.stats };
 }
 
-/** Large file: write from a local file, cold read (empty cache), warm read (same cache), each its own client process. */
+/**
+ * Large file: write from a local file, cold read (empty cache), warm read (same cache), each its own client
+ * process: one-shot commands of the built executable when there is one (what users run; timed from the outside,
+ * less the time the same executable takes for a one-request command, so start-up and connecting do not count),
+ * else bench workers run from source (timed inside from the call to its return).
+ */
 export async function largeFile(cluster: BenchCluster, size: number, progress: (s: string) => void): Promise<LargeResult> {
   const file = path.join(cluster.root, "large.bin");
   progress(`large file: making ${(size / MiB).toFixed(0)} MiB of random data`);
   await makeFile(file, size);
   const cache = path.join(cluster.root, "cache-large");
+  const bin = dfsBinary();
   const common = { dirUrls: cluster.dirUrls, certs: cluster.certs, cacheDir: cache, cacheBytes: size + 256 * MiB, remote: "/large.bin" };
+  const viaBinary = async (name: string, cacheDir: string, command: string[]): Promise<TransferFigure> => {
+    const args = ["--role", "client", "--directory", cluster.dirUrls.join(","), "--certs", cluster.certs, "--cache", cacheDir, "--cache-size", String(common.cacheBytes)];
+    const start = await timeBinary(bin!, `${name}-start`, [...args, "ls", "/"], cluster.logs);
+    const run = await timeBinary(bin!, name, [...args, ...command], cluster.logs);
+    const ms = Math.max(1, run.ms - start.ms);
+    return { MiBs: size / MiB / (ms / 1000), ms, bytes: size, clientPeakRss: run.peakRss, stats: {} };
+  };
+  const run = (name: string, mode: string, config: typeof common & { file?: string }, command: string[]) =>
+    bin ? viaBinary(name, config.cacheDir, command) : runOnce(name, mode, config, cluster.logs);
   progress("large file: write");
-  const write = await runOnce("large-write", "large-write", { ...common, cacheDir: path.join(cluster.root, "cache-writer"), file }, cluster.logs);
+  const write = await run("large-write", "large-write", { ...common, cacheDir: path.join(cluster.root, "cache-writer"), file }, ["write", common.remote, file]);
   await fs.rm(file, { force: true });
   progress(`large file: write ${write.MiBs.toFixed(1)} MiB/s; cold read`);
-  const coldRead = await runOnce("large-cold-read", "large-read", common, cluster.logs);
+  const coldRead = await run("large-cold-read", "large-read", common, ["read", common.remote, "-"]);
   progress(`large file: cold read ${coldRead.MiBs.toFixed(1)} MiB/s; warm read`);
-  const warmRead = await runOnce("large-warm-read", "large-read", common, cluster.logs);
+  const warmRead = await run("large-warm-read", "large-read", common, ["read", common.remote, "-"]);
   progress(`large file: warm read ${warmRead.MiBs.toFixed(1)} MiB/s`);
   await fs.rm(cache, { recursive: true, force: true });
   return {
     size, write, coldRead, warmRead,
-    note: "timed inside each client process from the call to its return (connect excluded); reads drop the data (not written to a local file); " +
+    note: (bin
+      ? `run as \`dfs --role client write|read\` from ${bin}, timed from spawn to exit less the time of \`dfs --role client ls /\` (start-up, connect, one request); reads go to stdout, which is /dev/null; peak RSS = VmHWM sampled every 10 ms; `
+      : "timed inside each client process from the call to its return (connect excluded); reads drop the data (not written to a local file); ") +
       "the cold read finds the chunks in the storage nodes' page cache, the warm read finds them in the client cache (page cache too)",
   };
 }
@@ -79,6 +96,11 @@ export interface OpFigure {
   opsPerSec: number;
   p50Ms: number;
   p99Ms: number;
+  /**
+   * CPU time each kind of process spent per operation during the phase (ms; storage and workers summed over
+   * their processes): with every process on the same cores, cores x 1000 / their total bounds the rate.
+   */
+  cpuMsPerOp: Record<string, number>;
 }
 
 export interface SmallResult {
@@ -119,19 +141,28 @@ export async function smallFiles(cluster: BenchCluster, o: SmallOptions, progres
   try {
     await Promise.all(workers.map((w) => w.message(120_000)));
     const phases: Record<string, OpFigure> = {};
+    const groups: Record<string, Child[]> = {
+      directory: cluster.directories, lock: [cluster.lock], storage: cluster.storage, clients: workers,
+    };
+    const cpu = () => Object.fromEntries(Object.entries(groups).map(([k, cs]) => [k, cs.reduce((n, c) => n + cpuMs(c.pid), 0)]));
     for (const phase of o.phases ?? SMALL_PHASES) {
+      const cpu0 = cpu();
       const t0 = performance.now();
       for (const w of workers) w.send(`go ${phase}`);
       const results = await Promise.all(workers.map((w) => w.message<{ lat: number[]; errors: number; firstError?: string }>(3_600_000)));
       const seconds = (performance.now() - t0) / 1000;
       const lat = results.flatMap((r) => r.lat).sort((a, b) => a - b);
       const errors = results.reduce((n, r) => n + r.errors, 0);
+      const cpu1 = cpu();
+      const cpuMsPerOp = Object.fromEntries(Object.keys(groups).map((k) => [k, (cpu1[k]! - cpu0[k]!) / Math.max(1, lat.length)]));
       phases[phase] = {
+        cpuMsPerOp,
         ops: lat.length, errors, firstError: results.find((r) => r.firstError)?.firstError, seconds,
         opsPerSec: lat.length / seconds, p50Ms: percentile(lat, 50), p99Ms: percentile(lat, 99),
       };
       const f = phases[phase]!;
-      progress(`small files: ${phase} ${f.ops} ops, ${f.opsPerSec.toFixed(0)}/s, p50 ${f.p50Ms.toFixed(2)} ms, p99 ${f.p99Ms.toFixed(2)} ms${errors ? `, ${errors} errors (${f.firstError})` : ""}`);
+      const cpuText = Object.entries(cpuMsPerOp).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(", ");
+      progress(`small files: ${phase} ${f.ops} ops, ${f.opsPerSec.toFixed(0)}/s, p50 ${f.p50Ms.toFixed(2)} ms, p99 ${f.p99Ms.toFixed(2)} ms${errors ? `, ${errors} errors (${f.firstError})` : ""}; CPU ms/op: ${cpuText}`);
     }
     for (const w of workers) w.send("exit");
     const done = await Promise.all(workers.map((w) => w.message<{ vm: { hwm: number } }>(60_000)));

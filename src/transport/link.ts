@@ -80,14 +80,14 @@ export class Link {
    */
   async ready(opts: RequestOptions & { failFast?: boolean } = {}): Promise<Peer> {
     const deadline = Date.now() + (opts.timeoutMs ?? 10_000);
-    const cancelled = new DfsError("CANCELLED", `waiting for the link to ${this.where} was cancelled`, { cause: opts.signal?.reason });
+    const cancelled = () => new DfsError("CANCELLED", `waiting for the link to ${this.where} was cancelled`, { cause: opts.signal?.reason });
     // A link that never came up and whose every address failed is most likely misconfigured: say so now.
     const failFast = opts.failFast && !this.everUp;
     for (;;) {
       const up = this.up;
       if (up) return up;
       if (this.closed) throw new DfsError("UNAVAILABLE", `link to ${this.where} is closed`);
-      if (opts.signal?.aborted) throw cancelled;
+      if (opts.signal?.aborted) throw cancelled();
       if (failFast && this.firstDone && this.lastError) throw this.lastError;
       if (Date.now() >= deadline) {
         const cause = this.lastError ? this.lastError.message : `cannot reach ${this.init.what ?? "node"} at ${this.where}`;

@@ -33,8 +33,17 @@ export interface ClientInit {
 
 interface Staged extends Uploaded {
   path: string;
-  token: number;
+  /** Absent for a create, which holds no lock. */
+  token?: number;
   baseVersion: number;
+}
+
+export interface WriteResult {
+  path: string;
+  version: number;
+  size: number;
+  chunks: number;
+  staged: boolean;
 }
 
 /** `status` as the client reports it: the directory's answer and the address that reached it. */
@@ -162,25 +171,47 @@ export class DfsClient {
   }
 
   /**
-   * Uploads `source` as `remote` under a write lock and commits it (or stages it inside a transaction).
-   * `source` may be a function that opens the data afresh: then a write whose chunks were collected before its
-   * commit is simply done again.
+   * Uploads `source` as `remote` and commits it (or stages it inside a transaction). A new file needs no lock:
+   * its commit asks the directory to create it only if the path is still absent and nobody holds its lock, so a
+   * create costs no lock round trips. A file that exists (or is locked) is written under the write lock. `source`
+   * may be a function that opens the data afresh: then a write whose chunks were collected before its commit is
+   * simply done again.
    */
-  async write(remote: string, source: Source | (() => Source), opts: { onProgress?: (bytes: number) => void } = {}): Promise<{ path: string; version: number; size: number; chunks: number; staged: boolean }> {
+  async write(remote: string, source: Source | (() => Source), opts: { onProgress?: (bytes: number) => void } = {}): Promise<WriteResult> {
     const path = normalizePath(remote);
     const explicit = this.locks.held(path) ?? this.txnLeases.get(path);
+    let uploaded: Uploaded | undefined;
+    if (explicit === undefined && !this.txn) {
+      uploaded = await this.upload(source, opts);
+      try {
+        const reply = await this.commitFiles([{ path, ...uploaded, baseVersion: 0 }], true);
+        return { path, version: reply.versions[0]!.version, size: uploaded.size, chunks: uploaded.chunks.length, staged: false };
+      } catch (err) {
+        if (chunksGone(err) && typeof source === "function") uploaded = undefined;
+        else if (!existsOrLocked(err)) throw err;
+      }
+    }
+    return this.writeLocked(path, explicit, source, opts, uploaded);
+  }
+
+  private upload(source: Source | (() => Source), opts: { onProgress?: (bytes: number) => void }): Promise<Uploaded> {
+    return this.config().then(({ chunkSize }) => upload(this.ctx(), typeof source === "function" ? source() : source, chunkSize, opts.onProgress));
+  }
+
+  /** The write of a path that exists or is locked: under its write lock, reusing chunks already uploaded. */
+  private async writeLocked(path: string, explicit: Lease | undefined, source: Source | (() => Source), opts: { onProgress?: (bytes: number) => void }, uploaded?: Uploaded): Promise<WriteResult> {
     const lease = explicit ?? await this.locks.acquire(path, { waitMs: this.init.lockWaitMs ?? 60_000, explicit: false });
     const own = explicit === undefined;
     try {
       for (let attempt = 0; ; attempt++) {
         // Only a transaction checks the version it started from; a plain write is fenced by its lock token.
         const baseVersion = this.txn ? await this.currentVersion(path) : 0;
-        const { chunkSize } = await this.config();
-        const up = await upload(this.ctx(), typeof source === "function" ? source() : source, chunkSize, opts.onProgress).catch((err) => {
+        const up = uploaded ?? await this.upload(source, opts).catch((err) => {
           // All or nothing: a transaction that lost one of its writes may not commit the others.
           if (this.txn) this.txnFailed ??= toDfsError(err);
           throw err;
         });
+        uploaded = undefined;
         if (lease.lost) throw lease.lost;
         const staged: Staged = { path, ...up, token: lease.token, baseVersion };
         if (this.txn) {
@@ -295,6 +326,12 @@ export class DfsClient {
     await this.dirLink.close();
     await this.pool.close();
   }
+}
+
+/** A create refused because the path exists by now, or someone holds its lock: the write then takes the lock. */
+function existsOrLocked(err: unknown): boolean {
+  const e = toDfsError(err);
+  return e.code === "LOCKED" || (e.code === "CONFLICT" && e.details?.baseVersion === 0);
 }
 
 /** A commit refused because chunks it names were collected meanwhile: writing again will store them again. */

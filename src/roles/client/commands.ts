@@ -37,7 +37,7 @@ function localPath(io: Io, remote: string, local: string | undefined): string {
 export const COMMANDS: Record<string, Command> = {
   write: {
     usage: "write REMOTE [LOCAL]",
-    summary: "store LOCAL (default: REMOTE's base name here; - = stdin) as REMOTE, under a write lock",
+    summary: "store LOCAL (default: REMOTE's base name here; - = stdin) as REMOTE (a new file is created if still absent; an existing one is replaced under its write lock)",
     min: 1, max: 2,
     async run(c, [remote, local], _f, io) {
       let source: AsyncIterable<Uint8Array> | (() => AsyncIterable<Uint8Array>);

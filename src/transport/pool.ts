@@ -16,6 +16,8 @@ export interface PoolInit extends ConnectInit {
  */
 export class Pool {
   private readonly conns = new Map<string, Promise<Channel>>();
+  /** Connections that are up, so that a request on one needs no promise or timer of its own to find it. */
+  private readonly open_ = new Map<string, Channel>();
   private readonly abort = new AbortController();
   private closed = false;
 
@@ -27,6 +29,8 @@ export class Pool {
    */
   async get(url: string, opts: RequestOptions = {}): Promise<Peer> {
     if (this.closed) throw new DfsError("UNAVAILABLE", `connection pool is closed; cannot reach ${url}`);
+    const up = this.open_.get(url);
+    if (up && !up.closed) return up;
     const deadline = opts.timeoutMs === undefined ? undefined : Date.now() + opts.timeoutMs;
     const p = this.conns.get(url) ?? this.open(url);
     const ch = await waitFor(p, url, opts.signal, deadline);
@@ -49,8 +53,10 @@ export class Pool {
     p.then(
       (ch) => {
         if (this.closed) ch.close();
+        else this.open_.set(url, ch);
         ch.onClose(() => {
           if (this.conns.get(url) === p) this.conns.delete(url);
+          if (this.open_.get(url) === ch) this.open_.delete(url);
         });
       },
       () => {
@@ -65,6 +71,7 @@ export class Pool {
     this.abort.abort();
     const all = [...this.conns.values()];
     this.conns.clear();
+    this.open_.clear();
     await Promise.all(all.map((p) => p.then((ch) => ch.close(), () => {})));
   }
 }

@@ -1,4 +1,4 @@
-import { createHash, randomUUID } from "node:crypto";
+import { createHash } from "node:crypto";
 import fs from "node:fs/promises";
 import { existsSync, mkdirSync, readdirSync, rmSync, statSync } from "node:fs";
 import path from "node:path";
@@ -13,6 +13,8 @@ export class ChunkCache {
   private readonly entries = new Map<string, number>();
   private used = 0;
   private readonly fanouts = new Set<string>();
+  /** Chunks being written: two reads of one chunk at once store it once. */
+  private readonly writing = new Set<string>();
 
   constructor(
     private readonly dir: string,
@@ -23,6 +25,7 @@ export class ChunkCache {
     const found: { hash: string; size: number; at: number }[] = [];
     for (const fan of readdirSync(dir)) {
       if (!/^[0-9a-f]{2}$/.test(fan)) {
+        // Left by versions that wrote the cache through temp files.
         if (fan.startsWith("tmp-")) rmSync(path.join(dir, fan), { force: true });
         continue;
       }
@@ -72,19 +75,28 @@ export class ChunkCache {
 
   /** Stores a chunk whose hash the caller has already verified. Chunks larger than the whole cache are skipped. */
   async put(hash: string, data: Uint8Array): Promise<void> {
-    if (this.entries.has(hash) || data.length > this.maxBytes) return;
+    if (this.entries.has(hash) || this.writing.has(hash) || data.length > this.maxBytes) return;
+    this.writing.add(hash);
+    try {
+      await this.write(hash, data);
+    } finally {
+      this.writing.delete(hash);
+    }
+    await this.evict();
+  }
+
+  private async write(hash: string, data: Uint8Array): Promise<void> {
     const file = this.file(hash);
     const fanout = path.dirname(file);
     if (!this.fanouts.has(fanout)) {
       await fs.mkdir(fanout, { recursive: true });
       this.fanouts.add(fanout);
     }
-    const tmp = path.join(this.dir, `tmp-${randomUUID()}`);
-    await fs.writeFile(tmp, data);
-    await fs.rename(tmp, file);
+    // Written in place, without a temp file and rename: a torn file (a crash mid-write) fails the hash check
+    // of `get` and is dropped, and no reader looks at it before it is listed below.
+    await fs.writeFile(file, data);
     this.entries.set(hash, data.length);
     this.used += data.length;
-    await this.evict();
   }
 
   private async evict(): Promise<void> {

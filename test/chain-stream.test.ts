@@ -6,7 +6,7 @@ import test, { type TestContext } from "node:test";
 import { loadCerts } from "../src/certs/index.js";
 import type { PlaceReply } from "../src/protocol/directory.js";
 import type { DfsError } from "../src/protocol/errors.js";
-import { PIECE_SIZE, STREAM_IDLE_MS, type PutReply } from "../src/protocol/storage.js";
+import { PIECE_SIZE, STREAM_IDLE_MS, transferTimeoutMs, type PutReply } from "../src/protocol/storage.js";
 import { DfsClient } from "../src/roles/client.js";
 import type { Channel } from "../src/transport/channel.js";
 import { connect } from "../src/transport/connect.js";
@@ -114,6 +114,24 @@ test("a node whose next node is killed mid-stream completes its own copy and ans
   assert.ok(chunksOn(c, first!).has(hash));
   assert.deepEqual(temps(c, first!), []);
   assert.ok(!chunksOn(c, next!).has(hash), "the killed node never made its half a chunk");
+});
+
+test("a node whose next node freezes mid-stream gives up on it within seconds and answers without it", async (t) => {
+  const c = await startCluster(t, { storage: 2, replicas: 2, deadAfter: 2 });
+  const data = randomBytes(4 * PIECE_SIZE);
+  const hash = sha(data);
+  const conn = await raw(t, c, c.storage[0]!.url);
+  await conn.request("store.open", { stream: 1, hash, gen: 0, size: data.length, chain: [c.storage[1]!.url] });
+  await pieces(conn, 1, data, 0, 1);
+  c.storage[1]!.child.kill("SIGSTOP");
+  const frozenAt = Date.now();
+  await pieces(conn, 1, data, 1, 4);
+  const reply = await conn.request<PutReply>("store.close", { stream: 1 });
+  const took = Date.now() - frozenAt;
+  t.diagnostic(`answered ${took} ms after the next node froze`);
+  assert.deepEqual(reply.stored, [c.storage[0]!.url]);
+  assert.ok(took < transferTimeoutMs(PIECE_SIZE, 1), `gave up on the frozen node in ${took} ms`);
+  assert.ok(chunksOn(c, 0).has(hash));
 });
 
 test("a node whose sender is killed mid-stream abandons the stream: temp file gone, nothing stored", async (t) => {

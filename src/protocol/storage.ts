@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { bytes, count, nodeUrl, sha256Hex } from "./common.js";
+import { bytes, count, MAX_CHUNK_SIZE, nodeUrl, sha256Hex } from "./common.js";
 
 /**
  * Epoch of the background runner that sends an order: directories sharing one database take turns running
@@ -7,6 +7,33 @@ import { bytes, count, nodeUrl, sha256Hex } from "./common.js";
  * accepted (STALE_TOKEN). Absent when a single directory runs alone.
  */
 const epoch = count.optional();
+
+/**
+ * A chunk larger than this travels as a stream of pieces of at most this size (`store.open`, `store.piece`,
+ * `store.close`), so that every node of the chain forwards a piece as soon as it has it; smaller chunks go
+ * whole in one `store.put`. 256 KiB: a 4 MiB chunk is 16 pieces, and one piece costs a hop well under a
+ * millisecond of transfer on a LAN, while the per-message overhead stays small beside the data.
+ */
+export const PIECE_SIZE = 256 * 1024;
+
+/**
+ * Pieces of one stream a sender may have unanswered at once. A piece is answered once every node of the
+ * rest of the chain has it written (or has dropped out), so this bounds the pieces of a stream held at
+ * each node, and with a client's window of chunks, what a writer holds in every node's mailbox.
+ */
+export const PIECE_WINDOW = 4;
+
+/**
+ * A stream that owes its sender no answer and has received nothing for this long is abandoned: its sender
+ * stopped (a frozen or vanished client, or the node before in the chain) without closing the connection.
+ */
+export const STREAM_IDLE_MS = 5_000;
+
+/** Pieces of one stream that may arrive before one they follow, e.g. when a sender's connection reorders them. */
+export const MAX_PIECES_AHEAD = 16;
+
+/** A stream id, chosen by the sender; it names the stream on that one connection only. */
+const streamId = z.number().int().min(1).max(2 ** 32);
 
 /** Wire contract of the storage role (`store.*`). */
 export const storeSchemas = {
@@ -18,6 +45,27 @@ export const storeSchemas = {
     chain: z.array(nodeUrl).max(16).default([]),
     data: bytes,
   }),
+  /**
+   * Starts receiving a chunk of `size` bytes in pieces on this connection (the space is claimed now,
+   * NO_SPACE otherwise); the node opens the same stream to chain[0] with chain.slice(1).
+   */
+  open: z.object({
+    stream: streamId,
+    hash: sha256Hex,
+    gen: count,
+    size: z.number().int().min(1).max(MAX_CHUNK_SIZE),
+    chain: z.array(nodeUrl).max(16).default([]),
+  }),
+  /** Bytes [offset, offset + data.length) of an open stream; answered once written here and downstream. */
+  piece: z.object({
+    stream: streamId,
+    offset: count,
+    data: bytes.refine((d) => d.length >= 1 && d.length <= PIECE_SIZE, `a piece carries 1 to ${PIECE_SIZE} bytes`),
+  }),
+  /** Every piece was answered: check, make durable, report; the reply is a {@link PutReply}. */
+  close: z.object({ stream: streamId }),
+  /** The sender gives up on a stream: the node drops what it received and aborts its own downstream. */
+  abort: z.object({ stream: streamId }),
   get: z.object({ hash: sha256Hex }),
   has: z.object({ hashes: z.array(sha256Hex).max(100_000) }),
   /** Re-hash a chunk on disk: the directory asks before it believes a report of a bad replica. */

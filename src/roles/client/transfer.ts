@@ -1,10 +1,11 @@
 import { createHash } from "node:crypto";
 import type { FileInfo, PlaceReply, Replica } from "../../protocol/directory.js";
 import { DfsError, toDfsError } from "../../protocol/errors.js";
-import { transferTimeoutMs, type PutReply, type GetReply } from "../../protocol/storage.js";
+import { PIECE_SIZE, transferTimeoutMs, type PutReply, type GetReply } from "../../protocol/storage.js";
 import type { Logger } from "../../log.js";
 import type { PeerPool, Upstream } from "../upstream.js";
 import type { ChunkCache } from "./cache.js";
+import { chainPut } from "./chain-put.js";
 
 export interface TransferStats {
   chunksUploaded: number;
@@ -128,8 +129,10 @@ async function storeChunk(ctx: TransferCtx, hash: string, data: Buffer): Promise
     }
     const [first, ...rest] = targets as [Replica, ...Replica[]];
     try {
-      const body = { hash, gen: place.gen, chain: rest.map((r) => r.url), data };
-      const reply = await ctx.pool.request<PutReply>(first.url, "store.put", body, { timeoutMs: transferTimeoutMs(data.length, targets.length) });
+      const chain = rest.map((r) => r.url);
+      const reply = data.length > PIECE_SIZE
+        ? await chainPut(ctx.pool, first.url, { hash, gen: place.gen, chain }, data)
+        : await ctx.pool.request<PutReply>(first.url, "store.put", { hash, gen: place.gen, chain, data }, { timeoutMs: transferTimeoutMs(data.length, targets.length) });
       ctx.stats.chunksUploaded++;
       const missing = targets.filter((t) => !reply.stored.includes(t.url));
       if (missing.length === 0) return;

@@ -17,6 +17,14 @@ export interface ChunkStoreInit {
   log?: Logger;
 }
 
+/** Room claimed for a chunk that arrives in pieces, and the temp file it is written to. */
+export interface TempChunk {
+  readonly path: string;
+  readonly size: number;
+  /** Gives the claimed room back; idempotent. */
+  release(): void;
+}
+
 /** A SHA-256 in lowercase hex: the only name a chunk may have on disk. */
 export function isChunkHash(s: unknown): s is string {
   return typeof s === "string" && HASH_RE.test(s);
@@ -299,6 +307,57 @@ export class ChunkStore {
     const disk = await this.diskFree();
     if (this.capacity === null) return disk;
     return Math.max(0, Math.min(this.capacity - this.used, disk));
+  }
+
+  /**
+   * Claims room for chunk `hash` of `size` bytes that will arrive in pieces, and names the temp file to
+   * write it to. The claim lasts until {@link adopt} takes the file or `release` is called; both may run.
+   */
+  async reserveTemp(hash: string, size: number): Promise<TempChunk> {
+    checkHash(hash);
+    this.checkOpen();
+    await this.reserve(hash, size);
+    let held = true;
+    const release = () => {
+      if (held) this.reserved -= size;
+      held = false;
+    };
+    return { path: path.join(this.tmpDir, randomUUID()), size, release };
+  }
+
+  /**
+   * Moves a finished temp file of {@link reserveTemp}, already checked against its hash and fsynced, into
+   * place as chunk `hash`; ends the claim. False (and the file removed) when the chunk was there already.
+   */
+  async adopt(hash: string, temp: TempChunk): Promise<boolean> {
+    checkHash(hash);
+    return this.exclusive(hash, async () => {
+      try {
+        this.checkOpen();
+        if (await this.has(hash)) {
+          await fs.rm(temp.path, { force: true });
+          return false;
+        }
+        const file = this.pathOf(hash);
+        const fanout = path.dirname(file);
+        if (!this.fanouts.has(fanout)) {
+          if (await fs.mkdir(fanout, { recursive: true })) await syncDir(this.chunksDir);
+          this.fanouts.add(fanout);
+        }
+        await fs.rename(temp.path, file);
+        await syncDir(fanout);
+      } catch (err) {
+        await fs.rm(temp.path, { force: true }).catch(() => undefined);
+        if (errno(err) === "ENOSPC") throw new DfsError("NO_SPACE", "disk full", { cause: err });
+        throw err;
+      } finally {
+        temp.release();
+      }
+      this.used += temp.size;
+      this.count++;
+      this.log.debug("chunk stored from stream", { hash, size: temp.size });
+      return true;
+    });
   }
 
   /** Stops new writes and waits for those under way. */

@@ -8,6 +8,7 @@ import type { ChunkStore } from "./chunkstore.js";
 import type { RunnerEpoch } from "./epoch.js";
 import type { DeleteGuard } from "./gens.js";
 import type { Reporter } from "./reporter.js";
+import { Streams } from "./streams.js";
 
 type PutBody = ReturnType<typeof storeSchemas.put.parse>;
 type CopyBody = ReturnType<typeof storeSchemas.copy.parse>;
@@ -24,7 +25,10 @@ export interface StorageHandlerComponents {
   url: string;
 }
 
-/** The storage role's messages: chunk put (chain replication), get, has, verify, guarded delete, repair copy. */
+/**
+ * The storage role's messages: chunk put (chain replication, whole or streamed in pieces), get, has, verify,
+ * guarded delete, repair copy.
+ */
 export function storageHandlers(c: StorageHandlerComponents): Record<string, Handler> {
   const { log, chunks, reporter, guard, epoch, peers } = c;
 
@@ -105,6 +109,7 @@ export function storageHandlers(c: StorageHandlerComponents): Record<string, Han
   const any = ["client", "storage", "directory"];
   return {
     "store.put": { allow: any, parse: parser(storeSchemas.put), handle: put },
+    ...new Streams({ log, chunks, reporter, guard, peers, url: c.url }).handlers(),
     "store.get": {
       allow: any,
       parse: parser(storeSchemas.get),

@@ -60,3 +60,8 @@ export function corruptChunkOnDisk(dataDir: string, hash: string, at = 0): Chunk
   }
   return c;
 }
+
+/** True when the data folder holds the chunk, intact or not. */
+export function holdsChunk(dataDir: string, hash: string): boolean {
+  return chunkOnDisk(dataDir, hash) !== undefined;
+}

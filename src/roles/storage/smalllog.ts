@@ -5,7 +5,7 @@ import type { Logger } from "../../log.js";
 import { syncDir } from "../durable-file.js";
 import { compactSegment } from "./smalllog-compact.js";
 import {
-  PUT, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, SEGMENT_NAME_RE, encodePut, encodeTombstone, putProblem, scanSegment, segmentHeader, segmentName,
+  PUT, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, SEGMENT_NAME_RE, SMALL_CHUNK_MAX, encodePut, encodeTombstone, putProblem, scanSegment, segmentHeader, segmentName,
 } from "./smalllog-format.js";
 import { LogWriter, createSegment, type ActiveSegment, type LogWriterStats, type Placed } from "./smalllog-writer.js";
 
@@ -179,6 +179,7 @@ export class SmallLog {
 
   /** Appends a put of a chunk not in the log; resolves once it is durable and indexed. */
   async put(hash: string, data: Uint8Array): Promise<void> {
+    if (data.byteLength > SMALL_CHUNK_MAX) throw new DfsError("BAD_REQUEST", `chunk of ${data.byteLength} bytes is too large for the log`);
     const at = await this.appendRaw(encodePut(hash, data));
     this.setEntry(hash, { seg: at.seg, off: at.off, len: data.byteLength });
   }

@@ -21,7 +21,7 @@ export function segmentFiles(dataDir: string): string[] {
 /**
  * A chunk as a node's data folder holds it, read from outside the node (which may be running: a record
  * still being written reads as damage and is passed over): the chunk file, else the log's latest put of it
- * unless a later tombstone deleted it.
+ * (intact or with rotten data) unless a later tombstone deleted it.
  */
 export function chunkOnDisk(dataDir: string, hash: string): ChunkOnDisk | undefined {
   const file = path.join(dataDir, "chunks", hash.slice(0, 2), hash);
@@ -34,7 +34,13 @@ export function chunkOnDisk(dataDir: string, hash: string): ChunkOnDisk | undefi
     } catch {
       continue; // compacted away meanwhile
     }
-    for (const r of scanSegment(buf, Number(SEGMENT_NAME_RE.exec(path.basename(seg))![1])).records) {
+    const scan = scanSegment(buf, Number(SEGMENT_NAME_RE.exec(path.basename(seg))![1]));
+    // A damaged stretch that is exactly one record with a sound header is a chunk whose data rotted: still "held".
+    const rotten = scan.damage.flatMap((d) => {
+      const len = d.end - d.offset - RECORD_HEADER_BYTES;
+      return len >= 0 && buf[d.offset] === PUT && buf.readUInt32LE(d.offset + 33) === len ? [{ type: PUT, hash: buf.toString("hex", d.offset + 1, d.offset + 33), offset: d.offset, end: d.end }] : [];
+    });
+    for (const r of [...scan.records, ...rotten].sort((a, b) => a.offset - b.offset)) {
       if (r.hash !== hash) continue;
       found = r.type === PUT ? { file: seg, offset: r.offset + RECORD_HEADER_BYTES, data: Buffer.from(buf.subarray(r.offset + RECORD_HEADER_BYTES, r.end)) } : undefined;
     }

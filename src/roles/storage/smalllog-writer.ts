@@ -68,7 +68,7 @@ export class LogWriter {
     private readonly segmentBytes: number,
     private readonly log: Logger,
     /** Called when a new segment becomes the active one, before any record in it is acknowledged. */
-    private readonly onSegment: (seq: number, sealed: number) => void,
+    private readonly onSegment: (seq: number) => void,
   ) {}
 
   /** The segment records go to now. */
@@ -158,7 +158,7 @@ export class LogWriter {
     const sealed = this.active;
     this.active = next;
     await sealed.fh.close().catch(() => undefined);
-    this.onSegment(next.seq, sealed.seq);
+    this.onSegment(next.seq);
   }
 
   /** Removes what a failed write may have left past `size`; false when even that fails. */

@@ -30,7 +30,7 @@ export interface Entry {
   len: number;
 }
 
-export interface SegmentInfo {
+interface SegmentInfo {
   /** Bytes in the file. */
   size: number;
   /** Bytes of records still needed: indexed puts and tombstones. */
@@ -168,11 +168,6 @@ export class SmallLog {
     return this.index.has(hash);
   }
 
-  /** Data size of a chunk in the log. */
-  sizeOf(hash: string): number | undefined {
-    return this.index.get(hash)?.len;
-  }
-
   hashes(): IterableIterator<string> {
     return this.index.keys();
   }
@@ -184,7 +179,7 @@ export class SmallLog {
     this.setEntry(hash, { seg: at.seg, off: at.off, len: data.byteLength });
   }
 
-  /** Appends a record in the active segment on behalf of compaction, counting its bytes there. */
+  /** Appends one encoded record and counts its bytes in the segment it landed in. */
   async appendRaw(buf: Buffer): Promise<Placed> {
     const at = await this.writer.append(buf);
     const info = this.segments.get(at.seg);
@@ -241,7 +236,8 @@ export class SmallLog {
     try {
       this.keptTombstone(await this.appendRaw(encodeTombstone(hash)));
     } catch (err) {
-      if (!this.index.has(hash)) this.setEntry(hash, old);
+      // Not written: the chunk is still there, unless a compaction dropped its segment meanwhile.
+      if (!this.index.has(hash) && this.segments.has(old.seg)) this.setEntry(hash, old);
       throw err;
     }
     this.maybeCompact();

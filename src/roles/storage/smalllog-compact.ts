@@ -1,7 +1,7 @@
 import fs from "node:fs/promises";
 import path from "node:path";
 import { crashPoint } from "../../fault.js";
-import { PUT, scanSegment, segmentName } from "./smalllog-format.js";
+import { PUT, TOMBSTONE, scanSegment, segmentName } from "./smalllog-format.js";
 import type { SmallLog } from "./smalllog.js";
 
 /**
@@ -15,10 +15,14 @@ import type { SmallLog } from "./smalllog.js";
  * when T is the oldest segment left, or when the hash is in the index again (its newer put comes after the
  * tombstone and wins anyway); otherwise it is copied forward with the live puts and counted as live.
  *
- * Returns false, leaving the segment in place, when a live record in it is damaged: its chunk cannot be
- * copied, and the scrubber's report of it must come first.
+ * A tombstone whose chunk is being put again at that moment (queued, not yet durable, so not in the index)
+ * can be neither dropped (the put may still fail) nor copied (the copy would land after the put and delete
+ * it on replay): the compaction is put off until that put settles ("later").
+ *
+ * "stuck", leaving the segment in place, when a live record in it is damaged: its chunk cannot be copied,
+ * and the scrubber's report of it must come first.
  */
-export async function compactSegment(sl: SmallLog, seq: number): Promise<boolean> {
+export async function compactSegment(sl: SmallLog, seq: number): Promise<"done" | "stuck" | "later"> {
   const file = path.join(sl.dir, segmentName(seq));
   const buf = await fs.readFile(file);
   const scan = scanSegment(buf, seq);
@@ -26,9 +30,10 @@ export async function compactSegment(sl: SmallLog, seq: number): Promise<boolean
   for (const [hash, e] of sl.index) {
     if (e.seg === seq && !intact.has(e.off)) {
       sl.log.warn("chunk log: segment not compacted, a live record in it is damaged", { segment: seq, hash });
-      return false;
+      return "stuck";
     }
   }
+  if (scan.records.some((r) => r.type === TOMBSTONE && sl.isPutting(r.hash))) return "later";
   const oldest = ![...sl.segments.keys()].some((s) => s < seq);
   // Queued in one synchronous pass: a delete that comes later queues its tombstone after these copies.
   const copies: Promise<void>[] = [];
@@ -48,5 +53,5 @@ export async function compactSegment(sl: SmallLog, seq: number): Promise<boolean
   crashPoint("smalllog-mid-compaction");
   await sl.dropSegment(seq);
   sl.log.info("chunk log segment compacted", { segment: seq, copied: copies.length, freed: buf.length });
-  return true;
+  return "done";
 }

@@ -54,6 +54,10 @@ export class SmallLog {
   private writer!: LogWriter;
   private compactions = 0;
   private compacting: Promise<void> | undefined;
+  /** Chunks whose put is queued but not yet durable (and so not in the index). */
+  private readonly putting = new Set<string>();
+  /** A segment whose compaction waits for one of those puts to settle. */
+  private deferred: SegmentInfo | undefined;
   private closing = false;
   private readonly segmentBytes: number;
   private readonly ratio: number;
@@ -175,8 +179,23 @@ export class SmallLog {
   /** Appends a put of a chunk not in the log; resolves once it is durable and indexed. */
   async put(hash: string, data: Uint8Array): Promise<void> {
     if (data.byteLength > SMALL_CHUNK_MAX) throw new DfsError("BAD_REQUEST", `chunk of ${data.byteLength} bytes is too large for the log`);
-    const at = await this.appendRaw(encodePut(hash, data));
-    this.setEntry(hash, { seg: at.seg, off: at.off, len: data.byteLength });
+    this.putting.add(hash);
+    try {
+      const at = await this.appendRaw(encodePut(hash, data));
+      this.setEntry(hash, { seg: at.seg, off: at.off, len: data.byteLength });
+    } finally {
+      this.putting.delete(hash);
+      if (this.deferred) {
+        this.deferred.stuck = false;
+        this.deferred = undefined;
+        this.maybeCompact();
+      }
+    }
+  }
+
+  /** True while a put of the chunk is queued: its record will come after any record queued before it settles. */
+  isPutting(hash: string): boolean {
+    return this.putting.has(hash);
   }
 
   /** Appends one encoded record and counts its bytes in the segment it landed in. */
@@ -250,9 +269,10 @@ export class SmallLog {
     const pick = [...this.segments].find(([seq, s]) => seq !== this.writer.activeSeq && !s.stuck && this.isMostlyDead(s));
     if (!pick) return;
     this.compacting = compactSegment(this, pick[0])
-      .then((done) => {
-        if (done) this.compactions++;
+      .then((outcome) => {
+        if (outcome === "done") this.compactions++;
         else pick[1].stuck = true;
+        if (outcome === "later") this.deferred = pick[1];
       })
       .catch((err) => {
         pick[1].stuck = true;

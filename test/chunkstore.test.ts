@@ -7,6 +7,7 @@ import test, { type TestContext } from "node:test";
 import type { Logger } from "../src/log.js";
 import { DfsError } from "../src/protocol/errors.js";
 import { ChunkStore, isChunkHash, type ChunkStoreInit } from "../src/roles/storage/chunkstore.js";
+import { SMALL_CHUNK_MAX } from "../src/roles/storage/smalllog-format.js";
 
 const quiet: Logger = { debug() {}, info() {}, warn() {}, error() {}, child: () => quiet };
 
@@ -33,18 +34,20 @@ function code(c: string) {
 
 const fileOf = (dir: string, hash: string) => path.join(dir, "chunks", hash.slice(0, 2), hash);
 const tmpFiles = (dir: string) => fs.readdirSync(path.join(dir, "chunks", "tmp"));
+/** Chunks of this size get a file each; smaller ones go to the log (see smalllog.test.ts). */
+const FILE_CHUNK = SMALL_CHUNK_MAX + 1;
 
-test("put/get round trip; the file lands at chunks/ab/<hash>", async (t) => {
+test("put/get round trip; a large chunk's file lands at chunks/ab/<hash>", async (t) => {
   const dir = tempDir(t);
   const store = await openStore(t, { dir });
-  const c = chunk(100_000);
+  const c = chunk(FILE_CHUNK);
   assert.equal(await store.put(c.hash, c.data), true);
   assert.deepEqual(await store.get(c.hash), c.data);
   assert.deepEqual(await store.get(c.hash, { verify: true }), c.data);
   assert.deepEqual(fs.readFileSync(fileOf(dir, c.hash)), c.data);
   assert.equal(await store.has(c.hash), true);
   assert.deepEqual(await store.list(), [c.hash]);
-  assert.deepEqual(store.usage(), { used: 100_000, chunks: 1, capacity: null });
+  assert.deepEqual(store.usage(), { used: FILE_CHUNK, chunks: 1, capacity: null });
   assert.deepEqual(tmpFiles(dir), []);
   await assert.rejects(store.get(chunk().hash), code("NOT_FOUND"));
 });
@@ -89,7 +92,7 @@ test("a duplicate put returns false and leaves the counters alone", async (t) =>
 test("20 concurrent puts of the same chunk all resolve; one wins, one file exists", async (t) => {
   const dir = tempDir(t);
   const store = await openStore(t, { dir });
-  const c = chunk(256 * 1024);
+  const c = chunk(FILE_CHUNK);
   const results = await Promise.all(Array.from({ length: 20 }, () => store.put(c.hash, Buffer.from(c.data))));
   assert.equal(results.filter((r) => r).length, 1);
   assert.deepEqual(fs.readdirSync(path.join(dir, "chunks", c.hash.slice(0, 2))), [c.hash]);
@@ -122,11 +125,11 @@ test("node-id is made once and stays the same across reopen", async (t) => {
   assert.notEqual(other.nodeId, s1.nodeId);
 });
 
-test("a chunk corrupted on disk is found by verifyAll and by get(verify)", async (t) => {
+test("a chunk file corrupted on disk is found by verifyAll and by get(verify)", async (t) => {
   const dir = tempDir(t);
   const store = await openStore(t, { dir });
   const good = chunk();
-  const bad = chunk();
+  const bad = chunk(FILE_CHUNK);
   await store.put(good.hash, good.data);
   await store.put(bad.hash, bad.data);
   const file = fileOf(dir, bad.hash);

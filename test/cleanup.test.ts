@@ -4,10 +4,12 @@ import fs from "node:fs";
 import path from "node:path";
 import test from "node:test";
 import type { FileInfo } from "../src/protocol/directory.js";
+import { holdsChunk } from "./helpers/chunks-on-disk.js";
 import { Cluster, spawnDfs, startCluster, tmpDir, waitFor } from "./helpers/cluster.js";
 
 const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 const chunkFile = (c: Cluster, i: number, hash: string) => path.join(c.root, `storage-${i}`, "chunks", hash.slice(0, 2), hash);
+const holds = (c: Cluster, i: number, hash: string) => holdsChunk(path.join(c.root, `storage-${i}`), hash);
 
 async function stat(c: Cluster, remote: string): Promise<FileInfo> {
   const r = await c.client(["stat", "--json", remote]);
@@ -29,7 +31,7 @@ test("chunks a node holds that the directory never knew are deleted after the gr
   fs.writeFileSync(chunkFile(c, 0, leftover), data);
   await c.startStorage(0);
   await waitFor(() => !fs.existsSync(chunkFile(c, 0, leftover)), "the leftover chunk deleted", 30_000);
-  assert.ok(fs.existsSync(chunkFile(c, 0, known)), "a chunk of a file stays");
+  assert.ok(holds(c, 0, known), "a chunk of a file stays");
   const r = await c.client(["cat", "/f"]);
   assert.equal(r.code, 0, r.stderr);
 });
@@ -40,8 +42,8 @@ test("copies beyond the replication factor, left when a dead node comes back, ar
   fs.writeFileSync(path.join(work, "f"), randomBytes(6 * 65536));
   assert.equal((await c.client(["write", "/f", "f"], { cwd: work })).code, 0);
   const hashes = (await stat(c, "/f")).chunks.map((ch) => ch.hash);
-  const copies = () => hashes.map((h) => c.storage.filter((_, i) => fs.existsSync(chunkFile(c, i, h))).length);
-  const victim = c.storage.findIndex((_, i) => hashes.some((h) => fs.existsSync(chunkFile(c, i, h))));
+  const copies = () => hashes.map((h) => c.storage.filter((_, i) => holds(c, i, h)).length);
+  const victim = c.storage.findIndex((_, i) => hashes.some((h) => holds(c, i, h)));
   await c.storage[victim]!.kill("SIGKILL");
   await waitFor(async () => {
     const s = await c.status();
@@ -63,7 +65,7 @@ test("a storage node of another cluster is refused with a clear error, and its d
   fs.writeFileSync(path.join(work, "f"), randomBytes(30_000));
   assert.equal((await c.client(["write", "/f", "f"], { cwd: work })).code, 0);
   const hash = (await stat(c, "/f")).chunks[0]!.hash;
-  const holder = c.storage.findIndex((_, i) => fs.existsSync(chunkFile(c, i, hash)));
+  const holder = c.storage.findIndex((_, i) => holds(c, i, hash));
   const clusterId = fs.readFileSync(path.join(c.root, `storage-${holder}`, "cluster-id"), "utf8").trim();
   assert.equal((await c.status()).directory.clusterId, clusterId);
 
@@ -77,5 +79,5 @@ test("a storage node of another cluster is refused with a clear error, and its d
   const s = JSON.parse((await c.client(["status", "--json"])).stdout);
   assert.ok(s.nodes.every((n: { url: string }) => n.url !== node.url));
   await new Promise((r) => setTimeout(r, 2500)); // two grace periods of the other directory
-  assert.ok(fs.existsSync(chunkFile(c, holder, hash)), "the node's chunks are untouched");
+  assert.ok(holds(c, holder, hash), "the node's chunks are untouched");
 });

@@ -9,6 +9,7 @@ import type { DfsError } from "../src/protocol/errors.js";
 import { DfsClient } from "../src/roles/client.js";
 import { connect } from "../src/transport/connect.js";
 import { logger } from "../src/log.js";
+import { holdsChunk } from "./helpers/chunks-on-disk.js";
 import { Cluster, tmpDir, waitFor } from "./helpers/cluster.js";
 import { forEachBackend, type Backend } from "./helpers/backends.js";
 import { HoldingProxy } from "./helpers/proxy.js";
@@ -17,7 +18,7 @@ const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 const CHUNK = 65536;
 
 function onDisk(c: Cluster, hash: string): number {
-  return c.storage.filter((_, i) => fs.existsSync(path.join(c.root, `storage-${i}`, "chunks", hash.slice(0, 2), hash))).length;
+  return c.storage.filter((_, i) => holdsChunk(path.join(c.root, `storage-${i}`), hash)).length;
 }
 
 /** Two storage nodes (so every placement picks both) whose links to the directory pass through holding proxies. */

@@ -5,10 +5,11 @@ import path from "node:path";
 import test from "node:test";
 import type { FileInfo } from "../src/protocol/directory.js";
 import { forEachBackend } from "./helpers/backends.js";
+import { holdsChunk } from "./helpers/chunks-on-disk.js";
 import { startCluster, tmpDir, waitFor, type Cluster } from "./helpers/cluster.js";
 
 function onDisk(c: Cluster, hash: string): number {
-  return c.storage.filter((_, i) => fs.existsSync(path.join(c.root, `storage-${i}`, "chunks", hash.slice(0, 2), hash))).length;
+  return c.storage.filter((_, i) => holdsChunk(path.join(c.root, `storage-${i}`), hash)).length;
 }
 
 async function chunksOf(c: Cluster, remote: string): Promise<string[]> {

@@ -8,6 +8,7 @@ import type { FileInfo } from "../src/protocol/directory.js";
 import type { DfsError } from "../src/protocol/errors.js";
 import { connect } from "../src/transport/connect.js";
 import { logger } from "../src/log.js";
+import { SMALL_CHUNK_MAX } from "../src/roles/storage/smalllog-format.js";
 import { Cluster, startCluster, tmpDir, waitFor } from "./helpers/cluster.js";
 import { forEachBackend } from "./helpers/backends.js";
 
@@ -54,7 +55,8 @@ forEachBackend((metadata) => {
   test("a client's report of a bad replica is checked with the node: a good copy stays, a missing one is repaired", async (t) => {
     const c = await startCluster(t, { metadata, storage: 3, deadAfter: 2, storageArgs: () => ["--scrub-interval", "0"] });
     const work = tmpDir(t);
-    fs.writeFileSync(path.join(work, "f"), randomBytes(100_000));
+    // Larger than the nodes' log takes, so that the chunk is a file of its own, which the test can remove under a running node.
+    fs.writeFileSync(path.join(work, "f"), randomBytes(SMALL_CHUNK_MAX + 1));
     assert.equal((await c.client(["write", "/f", "f"], { cwd: work })).code, 0);
     const before = await stat(c, "/f");
     const { hash, replicas } = before.chunks[0]!;

@@ -4,6 +4,7 @@ import fs from "node:fs";
 import path from "node:path";
 import test from "node:test";
 import type { FileInfo } from "../src/protocol/directory.js";
+import { chunkOnDisk, corruptChunkOnDisk } from "./helpers/chunks-on-disk.js";
 import { startCluster, tmpDir, waitFor, type Cluster } from "./helpers/cluster.js";
 import { forEachBackend } from "./helpers/backends.js";
 
@@ -15,20 +16,16 @@ async function stat(c: Cluster, remote: string): Promise<FileInfo> {
   return JSON.parse(r.stdout) as FileInfo;
 }
 
-function corrupt(c: Cluster, index: number, hash: string): string {
-  const file = path.join(c.root, `storage-${index}`, "chunks", hash.slice(0, 2), hash);
-  const bytes = fs.readFileSync(file);
-  bytes[0] = bytes[0]! ^ 0xff;
-  fs.writeFileSync(file, bytes);
-  return file;
+function corrupt(c: Cluster, index: number, hash: string): void {
+  corruptChunkOnDisk(path.join(c.root, `storage-${index}`), hash);
 }
 
 /** Every copy of `hash` on the storage nodes' disks, and whether each still matches its name. */
 function copiesOnDisk(c: Cluster, hash: string): boolean[] {
   const found: boolean[] = [];
   c.storage.forEach((_, i) => {
-    const file = path.join(c.root, `storage-${i}`, "chunks", hash.slice(0, 2), hash);
-    if (fs.existsSync(file)) found.push(sha(fs.readFileSync(file)) === hash);
+    const copy = chunkOnDisk(path.join(c.root, `storage-${i}`), hash);
+    if (copy) found.push(sha(copy.data) === hash);
   });
   return found;
 }

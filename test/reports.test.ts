@@ -7,6 +7,8 @@ import { loadCerts } from "../src/certs/index.js";
 import { REPORT_PAGE, type RegisterReply } from "../src/protocol/directory.js";
 import { connect } from "../src/transport/connect.js";
 import { logger } from "../src/log.js";
+import { ChunkStore } from "../src/roles/storage/chunkstore.js";
+import { holdsChunk } from "./helpers/chunks-on-disk.js";
 import { runDfs, startCluster, tmpDir, waitFor } from "./helpers/cluster.js";
 
 test("a storage node holding a million chunks registers: its report goes in pages", { timeout: 300_000 }, async (t) => {
@@ -50,7 +52,10 @@ test("a real storage node reports more chunks than one page holds, and a copy it
     fs.mkdirSync(path.join(dir, h.slice(0, 2)), { recursive: true });
     fs.writeFileSync(path.join(dir, h.slice(0, 2), h), data);
   }
-  fs.rmSync(path.join(dir, hash.slice(0, 2), hash)); // the node lost its copy of /f while down
+  // The node lost its copy of /f while down.
+  const store = await ChunkStore.open({ dir: path.join(c.root, `storage-${victim}`) });
+  assert.equal(await store.delete(hash), true);
+  await store.close();
   await c.startStorage(victim);
   await waitFor(async () => {
     const s = await c.status();
@@ -58,8 +63,7 @@ test("a real storage node reports more chunks than one page holds, and a copy it
     return n?.state === "up" && n.chunks >= 2 * REPORT_PAGE + 10;
   }, "the node up with all its chunks counted");
   // Only a directory that dropped the stale replica sees /f under-replicated, and copies it back to the node.
-  const copy = path.join(dir, hash.slice(0, 2), hash);
-  await waitFor(() => fs.existsSync(copy), "the chunk the node lost copied back to it", 30_000);
+  await waitFor(() => holdsChunk(path.join(c.root, `storage-${victim}`), hash), "the chunk the node lost copied back to it", 30_000);
 });
 
 test("a chunk size larger than a message can carry is refused at start", async (t) => {

@@ -9,6 +9,7 @@ import type { DeleteReply } from "../src/protocol/storage.js";
 import type { Channel } from "../src/transport/channel.js";
 import { connect } from "../src/transport/connect.js";
 import { logger } from "../src/log.js";
+import { holdsChunk } from "./helpers/chunks-on-disk.js";
 import { Cluster, startCluster, waitFor } from "./helpers/cluster.js";
 
 /** A delete generation above any the directory hands out in these tests, so the generation check lets it through. */
@@ -20,7 +21,7 @@ function chunk(): { hash: string; data: Buffer } {
 }
 
 function onDisk(c: Cluster, i: number, hash: string): boolean {
-  return fs.existsSync(path.join(c.root, `storage-${i}`, "chunks", hash.slice(0, 2), hash));
+  return holdsChunk(path.join(c.root, `storage-${i}`), hash);
 }
 
 /** A peer holding the directory's certificate, as a background runner's orders come from. */

@@ -245,8 +245,9 @@ async function fromReplicas(ctx: TransferCtx, c: FileInfo["chunks"][number], rep
       const e = toDfsError(err);
       fail(e);
       ctx.log.debug("replica failed, trying next", { url: r.url, hash: c.hash, err: e.message });
-      if (e.code === "NOT_FOUND") {
-        void ctx.directory.request("dir.badReplica", { hash: c.hash, node: r.node, reason: "missing on read" }).catch(() => {});
+      // A node that finds its own copy damaged (a log record failing its CRC) says so instead of serving it.
+      if (e.code === "NOT_FOUND" || e.code === "CORRUPT") {
+        void ctx.directory.request("dir.badReplica", { hash: c.hash, node: r.node, reason: e.code === "CORRUPT" ? "corrupt on read" : "missing on read" }).catch(() => {});
       }
     } finally {
       inflightByUrl.set(r.url, (inflightByUrl.get(r.url) ?? 1) - 1);

@@ -5,6 +5,8 @@ import path from "node:path";
 import { DfsError } from "../../protocol/errors.js";
 import { logger, type Logger } from "../../log.js";
 import { persistentId, syncDir, writeSynced } from "../durable-file.js";
+import { SMALL_CHUNK_MAX } from "./smalllog-format.js";
+import { SmallLog, type SmallLogOptions } from "./smalllog.js";
 
 /** Disk space that a put always leaves free, whatever the capacity says. */
 const DISK_RESERVE = 64 * 1024 * 1024;
@@ -15,6 +17,7 @@ export interface ChunkStoreInit {
   /** Most bytes of chunk data this node keeps; unlimited (only disk-bound) when absent. */
   capacity?: number;
   log?: Logger;
+  smallLog?: SmallLogOptions;
 }
 
 /** Room claimed for a chunk that arrives in pieces, and the temp file it is written to. */
@@ -44,8 +47,9 @@ function errno(err: unknown): string | undefined {
 
 /**
  * Content-addressed chunks on local disk: DIR/chunks/ab/<sha256>, written through DIR/chunks/tmp
- * (exclusive create, fsync, rename, fsync of the folder). Every operation on one hash is serialized,
- * so concurrent puts/deletes of the same chunk keep the counters right.
+ * (exclusive create, fsync, rename, fsync of the folder); chunks up to SMALL_CHUNK_MAX go to the
+ * append-only log in DIR/chunks/log instead, where concurrent puts share fsyncs. Every operation on one
+ * hash is serialized, so concurrent puts/deletes of the same chunk keep the counters right.
  */
 export class ChunkStore {
   private readonly chunksDir: string;
@@ -59,6 +63,8 @@ export class ChunkStore {
   /** Fan-out folders known to exist, so a put needs no mkdir. */
   private readonly fanouts = new Set<string>();
   private closed = false;
+  /** The small chunks. */
+  small!: SmallLog;
 
   private constructor(
     readonly dir: string,
@@ -80,6 +86,7 @@ export class ChunkStore {
     const nodeId = await persistentId(path.join(dir, "node-id"));
     const store = new ChunkStore(dir, nodeId, init.capacity ?? null, log);
     await store.cleanTemp();
+    store.small = await SmallLog.open(path.join(dir, "chunks", "log"), log, init.smallLog);
     await store.scan();
     log.info("chunk store open", { dir, chunks: store.count, used: store.used, capacity: store.capacity ?? undefined });
     return store;
@@ -102,9 +109,9 @@ export class ChunkStore {
   }
 
   private async scan(): Promise<void> {
-    let used = 0;
-    let count = 0;
-    for await (const hash of this.hashes()) {
+    let used = this.small.bytes;
+    let count = this.small.index.size;
+    for await (const hash of this.fileHashes()) {
       try {
         used += (await fs.stat(this.pathOf(hash))).size;
         count++;
@@ -154,15 +161,8 @@ export class ChunkStore {
       await this.reserve(hash, size);
       const tmp = path.join(this.tmpDir, randomUUID());
       try {
-        await writeSynced(tmp, data);
-        const fanout = path.dirname(file);
-        if (!this.fanouts.has(fanout)) {
-          const created = await fs.mkdir(fanout, { recursive: true });
-          if (created) await syncDir(this.chunksDir);
-          this.fanouts.add(fanout);
-        }
-        await fs.rename(tmp, file);
-        await syncDir(fanout);
+        if (size <= SMALL_CHUNK_MAX) await this.small.put(hash, data);
+        else await this.putFile(file, tmp, data);
       } catch (err) {
         await fs.rm(tmp, { force: true }).catch(() => undefined);
         if (errno(err) === "ENOSPC") throw new DfsError("NO_SPACE", "disk full", { cause: err });
@@ -175,6 +175,18 @@ export class ChunkStore {
       this.log.debug("chunk stored", { hash, size });
       return true;
     });
+  }
+
+  private async putFile(file: string, tmp: string, data: Uint8Array): Promise<void> {
+    await writeSynced(tmp, data);
+    const fanout = path.dirname(file);
+    if (!this.fanouts.has(fanout)) {
+      const created = await fs.mkdir(fanout, { recursive: true });
+      if (created) await syncDir(this.chunksDir);
+      this.fanouts.add(fanout);
+    }
+    await fs.rename(tmp, file);
+    await syncDir(fanout);
   }
 
   /** Claims room for a chunk of `size` bytes, or throws NO_SPACE. */
@@ -198,7 +210,7 @@ export class ChunkStore {
     checkHash(hash);
     let data: Buffer;
     try {
-      data = await fs.readFile(this.pathOf(hash));
+      data = this.small.has(hash) ? await this.small.get(hash) : await fs.readFile(this.pathOf(hash));
     } catch (err) {
       if (errno(err) === "ENOENT") throw new DfsError("NOT_FOUND", `no chunk ${hash}`, { details: { hash } });
       throw err;
@@ -212,6 +224,7 @@ export class ChunkStore {
 
   async has(hash: string): Promise<boolean> {
     checkHash(hash);
+    if (this.small.has(hash)) return true;
     try {
       return (await fs.stat(this.pathOf(hash))).isFile();
     } catch (err) {
@@ -226,6 +239,13 @@ export class ChunkStore {
     this.checkOpen();
     return this.exclusive(hash, async () => {
       if (opts.unless?.()) return false;
+      if (this.small.has(hash)) {
+        const size = (await this.small.delete(hash))!;
+        this.used = Math.max(0, this.used - size);
+        this.count = Math.max(0, this.count - 1);
+        this.log.debug("chunk deleted", { hash, size });
+        return true;
+      }
       const file = this.pathOf(hash);
       let size: number;
       try {
@@ -249,8 +269,14 @@ export class ChunkStore {
     return out;
   }
 
-  /** Every stored chunk's hash, one fan-out folder at a time, so that a million chunks need not sit in one array. */
+  /** Every stored chunk's hash: the chunk files', then the log's. */
   async *hashes(): AsyncGenerator<string> {
+    yield* this.fileHashes();
+    yield* this.small.hashes();
+  }
+
+  /** Every chunk file's hash, one fan-out folder at a time, so that a million chunks need not sit in one array. */
+  private async *fileHashes(): AsyncGenerator<string> {
     for (const sub of (await fs.readdir(this.chunksDir)).sort()) {
       if (!FANOUT_RE.test(sub)) continue;
       let names: string[];
@@ -364,5 +390,6 @@ export class ChunkStore {
   async close(): Promise<void> {
     this.closed = true;
     while (this.locks.size) await Promise.all([...this.locks.values()]);
+    await this.small.close();
   }
 }

@@ -291,9 +291,9 @@ function findBinary(): string | undefined {
 
 /**
  * Runs one command of the built executable to its end and measures it from the outside: wall time from spawn to
- * exit, and the peak resident set (VmHWM, which only grows) sampled every 10 ms until the process exits.
+ * exit, and the peak resident set (VmHWM, which only grows) and CPU time sampled every 10 ms until it exits.
  */
-export async function timeBinary(bin: string, name: string, args: string[], logDir: string): Promise<{ ms: number; peakRss: number }> {
+export async function timeBinary(bin: string, name: string, args: string[], logDir: string): Promise<{ ms: number; peakRss: number; cpuMs: number }> {
   const err = fs.openSync(path.join(logDir, `${name}.log`), "a");
   const out = fs.openSync("/dev/null", "w");
   const t0 = performance.now();
@@ -301,7 +301,9 @@ export async function timeBinary(bin: string, name: string, args: string[], logD
   fs.closeSync(err);
   fs.closeSync(out);
   let peakRss = 0;
+  let cpu = 0;
   const sample = () => {
+    cpu = Math.max(cpu, cpuMs(proc.pid!));
     try {
       const { hwm } = readVm(proc.pid!);
       // NaN while the process is still being exec'd (no VmHWM line yet).
@@ -315,5 +317,5 @@ export async function timeBinary(bin: string, name: string, args: string[], logD
   const code = await new Promise<number | null>((resolve) => proc.on("exit", (c) => (clearInterval(timer), resolve(c))));
   const ms = performance.now() - t0;
   if (code !== 0) throw new Error(`${name}: ${bin} ${args.join(" ")} exited with ${code}:\n${fs.readFileSync(path.join(logDir, `${name}.log`), "utf8").slice(-2000)}`);
-  return { ms, peakRss };
+  return { ms, peakRss, cpuMs: cpu };
 }

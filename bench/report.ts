@@ -85,6 +85,13 @@ export function buildRows(r: Results): Row[] {
     add(s, "write (from a local file)", L.write.MiBs, "MiB/s", "wss", { kind: "min", rel: 0.5 });
     add(s, "cold read (empty cache)", L.coldRead.MiBs, "MiB/s", "wss", { kind: "min", rel: 0.8 });
     add(s, "warm read (cache populated)", L.warmRead.MiBs, "MiB/s", "sha", { kind: "min", rel: 0.8 });
+    for (const [what, f] of [["write", L.write], ["cold read", L.coldRead], ["warm read", L.warmRead]] as const) {
+      const cpu = f.cpuMsPerMiB;
+      if (!cpu?.client) continue;
+      const total = Object.values(cpu).reduce((a, b) => a + b, 0);
+      add(s, `CPU per MiB, ${what} (${Object.entries(cpu).map(([k, v]) => `${k} ${num(v, 2)}`).join(", ")})`, total, "ms", null);
+      add(s, `ceiling of the ${what}: ${r.cores} cores / CPU per MiB`, (r.cores * 1000) / total, "MiB/s", null);
+    }
     add(s, "client peak RSS, write", L.write.clientPeakRss, "bytes", "runtime", { kind: "max", abs: 150 * MiB });
     add(s, "client peak RSS, cold read", L.coldRead.clientPeakRss, "bytes", "runtime", { kind: "max", abs: 150 * MiB });
     add(s, "client peak RSS, warm read", L.warmRead.clientPeakRss, "bytes", "runtime", { kind: "max", abs: 150 * MiB });

@@ -20,6 +20,8 @@ export interface TransferFigure {
   bytes: number;
   clientPeakRss: number;
   stats: Record<string, number>;
+  /** CPU time per MiB moved, by kind of process (the client's own when it ran from the executable). */
+  cpuMsPerMiB?: Record<string, number>;
 }
 
 export interface LargeResult {
@@ -65,19 +67,30 @@ export async function largeFile(cluster: BenchCluster, size: number, progress: (
     const args = ["--role", "client", "--directory", cluster.dirUrls.join(","), "--certs", cluster.certs, "--cache", cacheDir, "--cache-size", String(common.cacheBytes)];
     const start = await timeBinary(bin!, `${name}-start`, [...args, "ls", "/"], cluster.logs);
     const run = await timeBinary(bin!, name, [...args, ...command], cluster.logs);
+    clientCpu = Math.max(0, run.cpuMs - start.cpuMs);
     const ms = Math.max(1, run.ms - start.ms);
     return { MiBs: size / MiB / (ms / 1000), ms, bytes: size, clientPeakRss: run.peakRss, stats: {} };
   };
-  const run = (name: string, mode: string, config: typeof common & { file?: string }, command: string[]) =>
-    bin ? viaBinary(name, config.cacheDir, command) : runOnce(name, mode, config, cluster.logs);
+  const groups: Record<string, Child[]> = { directory: cluster.directories, storage: cluster.storage };
+  const clusterCpu = () => Object.fromEntries(Object.entries(groups).map(([k, cs]) => [k, cs.reduce((n, c) => n + cpuMs(c.pid), 0)]));
+  const run = async (name: string, mode: string, config: typeof common & { file?: string }, command: string[]) => {
+    const cpu0 = clusterCpu();
+    const f = bin ? await viaBinary(name, config.cacheDir, command) : await runOnce(name, mode, config, cluster.logs);
+    const cpu1 = clusterCpu();
+    f.cpuMsPerMiB = Object.fromEntries(Object.keys(groups).map((k) => [k, (cpu1[k]! - cpu0[k]!) / (size / MiB)]));
+    if (bin) f.cpuMsPerMiB.client = clientCpu / (size / MiB);
+    return f;
+  };
+  let clientCpu = 0;
   progress("large file: write");
   const write = await run("large-write", "large-write", { ...common, cacheDir: path.join(cluster.root, "cache-writer"), file }, ["write", common.remote, file]);
   await fs.rm(file, { force: true });
-  progress(`large file: write ${write.MiBs.toFixed(1)} MiB/s; cold read`);
+  const cpuText = (f: TransferFigure) => Object.entries(f.cpuMsPerMiB ?? {}).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(", ");
+  progress(`large file: write ${write.MiBs.toFixed(1)} MiB/s (CPU ms/MiB: ${cpuText(write)}); cold read`);
   const coldRead = await run("large-cold-read", "large-read", common, ["read", common.remote, "-"]);
-  progress(`large file: cold read ${coldRead.MiBs.toFixed(1)} MiB/s; warm read`);
+  progress(`large file: cold read ${coldRead.MiBs.toFixed(1)} MiB/s (CPU ms/MiB: ${cpuText(coldRead)}); warm read`);
   const warmRead = await run("large-warm-read", "large-read", common, ["read", common.remote, "-"]);
-  progress(`large file: warm read ${warmRead.MiBs.toFixed(1)} MiB/s`);
+  progress(`large file: warm read ${warmRead.MiBs.toFixed(1)} MiB/s (CPU ms/MiB: ${cpuText(warmRead)})`);
   await fs.rm(cache, { recursive: true, force: true });
   return {
     size, write, coldRead, warmRead,

@@ -180,7 +180,7 @@ for (const replicas of [2, 1]) {
     const client = newClient(t, c);
     const before = randomBytes(3 * CHUNK);
     await client.write("/before.bin", [before]);
-    const data = randomBytes(10 * CHUNK);
+    const data = randomBytes(20 * CHUNK);
     const file = path.join(tmpDir(t), "data.bin");
     fs.writeFileSync(file, data);
     // The writer runs in a process of its own, so that nothing here slows it while this one watches the disk.

@@ -8,7 +8,7 @@ import path from "node:path";
 import { loadCerts } from "../src/certs/index.js";
 import { logger } from "../src/log.js";
 import { connect } from "../src/transport/connect.js";
-import { startWorker, type Child } from "./cluster.js";
+import { dfsBinary, startWorker, timeBinary, type Child } from "./cluster.js";
 
 const MiB = 1024 * 1024;
 
@@ -16,7 +16,7 @@ export interface Baselines {
   disk: { bytes: number; writeFsyncMiBs: number; readMiBs: number; fsyncPerSec: number; note: string };
   sha256MiBs: number;
   wss: { bytes: number; frameBytes: number; inflight: number; MiBs: number; rttP50Us: number; rttP99Us: number; requestsPerSec: number; note: string };
-  runtime: { startMs: number; rssBytes: number; note: string };
+  runtime: { startMs: number; rssBytes: number; label: string; note: string };
 }
 
 export function percentile(sorted: number[], p: number): number {
@@ -141,9 +141,14 @@ export async function measureWss(certs: string, logDir: string, bytes: number): 
 
 /** The bare runtime: a worker process (node + tsx + the dfs modules) that starts and does nothing. */
 export async function measureRuntime(logDir: string): Promise<Baselines["runtime"]> {
+  const bin = dfsBinary();
+  if (bin) {
+    const r = await timeBinary(bin, "idle", ["--version"], logDir);
+    return { startMs: r.ms, rssBytes: r.peakRss, label: "bare dfs executable", note: "dfs --version: the executable loads every module, prints its version and exits" };
+  }
   const idle = startWorker("idle", "idle", {}, logDir);
   const msg = await idle.message<{ vm: { hwm: number } }>(60_000);
   const startMs = performance.now() - idle.started;
   await idle.exited;
-  return { startMs, rssBytes: msg.vm.hwm, note: "node --import tsx bench/worker.ts idle: loads the client, transport and certificate modules, then exits" };
+  return { startMs, rssBytes: msg.vm.hwm, label: "bare node+tsx process", note: "node --import tsx bench/worker.ts idle: loads the client, transport and certificate modules, then exits" };
 }

@@ -55,11 +55,11 @@ export function buildRows(r: Results): Row[] {
   const base = {
     wss: ["wss+mTLS 1 MiB frames", "wss", b.wss.MiBs, "MiB/s"],
     sha: ["SHA-256, one core", "SHA-256", b.sha256MiBs, "MiB/s"],
-    runtime: ["bare node+tsx process", "runtime", b.runtime.rssBytes, "bytes"],
+    runtime: [b.runtime.label, "runtime", b.runtime.rssBytes, "bytes"],
     rtt: ["wss+mTLS round trip p50", "RTT", b.wss.rttP50Us / 1000, "ms"],
     reqs: ["wss+mTLS requests/s (16 in flight)", "requests/s", b.wss.requestsPerSec, "ops/s"],
     fsync: ["1 KiB write+fsync", "fsync/s", b.disk.fsyncPerSec, "ops/s"],
-    start: ["bare node+tsx process start", "runtime start", b.runtime.startMs / 1000, "s"],
+    start: [`${b.runtime.label} start`, "runtime start", b.runtime.startMs / 1000, "s"],
   } as const satisfies Record<string, readonly [string, string, number, string]>;
   type BaseKey = keyof typeof base;
   const add = (section: string, figure: string, value: number, unit: string, baseKey: BaseKey | null, check?: Check, targetText?: string) => {
@@ -175,7 +175,7 @@ export function baselineTable(b: Baselines): string {
     `| wss+mTLS, 1 MiB frames | ${show(b.wss.MiBs, "MiB/s")} | one connection of our transport, ${b.wss.inflight} requests in flight, ${num(b.wss.bytes / MiB, 0)} MiB |`,
     `| wss+mTLS round trip | p50 ${num(b.wss.rttP50Us, 0)} µs, p99 ${num(b.wss.rttP99Us, 0)} µs | empty request, one at a time, 2,000 samples |`,
     `| wss+mTLS request rate | ${show(b.wss.requestsPerSec, "ops/s")} | empty requests, 16 in flight, 1 s |`,
-    `| bare runtime process | ${show(b.runtime.rssBytes, "bytes")} peak RSS, ${num(b.runtime.startMs, 0)} ms to start | node --import tsx + the dfs modules, idle |`,
+    `| ${b.runtime.label} | ${show(b.runtime.rssBytes, "bytes")} peak RSS, ${num(b.runtime.startMs, 0)} ms to start | ${b.runtime.note} |`,
   ];
   return lines.join("\n");
 }

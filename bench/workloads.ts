@@ -200,7 +200,7 @@ export async function smallFiles(cluster: BenchCluster, o: SmallOptions, progres
     return {
       clients: o.clients, processes: workers.length, sets, phases, workerPeakRss: done.map((d) => d.vm.hwm),
       note: `${o.clients} DfsClient instances in ${workers.length} worker processes, each client one op at a time; ops/s = all ops / wall time ` +
-        "from 'go' to the last worker's answer; a write = DfsClient.write (lock, place, put along a chain of 2, commit, unlock); " +
+        "from 'go' to the last worker's answer; a write = DfsClient.write of a new file (place, put along a chain of 2, commit if still absent: no lock); " +
         "a read = lookup + get from a neighbour client's files (cold cache); stat = dir.lookup; ls = dir.list of the client's own folder; " +
         "lock = lock.acquire + lock.release of each 1 KiB path (the part of a write spent on the lock service)",
     };

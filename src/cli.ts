@@ -1,12 +1,12 @@
 import { Command, InvalidArgumentError, Option } from "commander";
 import fs from "node:fs";
 import path from "node:path";
-import { initCerts, issueCert, loadCerts, ROLES, type Role } from "./certs/index.js";
+import { loadCerts, ROLES, type Role } from "./certs/load.js";
 import { DfsError, toDfsError } from "./protocol/errors.js";
 import { logger, setLogLevel, setLogSink, type LogLevel } from "./log.js";
 import { CHECKPOINT_COMMAND, runCheckpointCommand } from "./checkpointer.js";
 import { metaDirsOf, parseDirectoryUrls, parseRoles, startNode, type ServerRole } from "./host.js";
-import { migrateDirectory, type MigrateReport } from "./metadata/migrate-directory.js";
+import type { MigrateReport } from "./metadata/migrate-directory.js";
 import { parseMetadataOption } from "./metadata/option.js";
 import { recoverMeta, type RecoverReport } from "./roles/directory/recover.js";
 import { DIRECTORY_SCHEMA } from "./roles/directory/schema.js";
@@ -127,6 +127,8 @@ Examples:
     .option("--host <host>", "extra host name or IP the certificates are valid for (repeatable)", collect, [])
     .option("--force", "replace an existing CA (every node then needs new certificates)")
     .action(async (o) => {
+      // Loaded on demand, as the PostgreSQL client is: the certificate library weighs on every process that has it.
+      const { initCerts } = await import("./certs/generate.js");
       const files = await initCerts({ dir: o.dir, hosts: o.host, force: o.force });
       process.stdout.write(`wrote ${files.length} files to ${o.dir}: ${files.join(", ")}\n`);
     });
@@ -140,6 +142,7 @@ Examples:
     .option("--force", "replace an existing certificate of that name")
     .action(async (o) => {
       if (!(ROLES as readonly string[]).includes(o.role)) fail(new DfsError("BAD_REQUEST", `unknown role ${JSON.stringify(o.role)}; roles are ${ROLES.join(", ")}`));
+      const { issueCert } = await import("./certs/generate.js");
       const files = await issueCert({ dir: o.dir, role: o.role as Role, name: o.name, hosts: o.host, force: o.force });
       process.stdout.write(`wrote ${files.join(", ")} to ${o.dir}\n`);
     });
@@ -177,6 +180,7 @@ on PostgreSQL yet; this prepares the database for it.`)
       // A failure is reported once, as the command's one line; connection retries are not news here.
       setLogLevel("error");
       const recoverHint = ["dfs directory recover --data", o.from, ...(o.metaDir ?? []).flatMap((d: string) => ["--meta-dir", d])].join(" ");
+      const { migrateDirectory } = await import("./metadata/migrate-directory.js");
       const report = await migrateDirectory({
         dirs: metaDirsOf(o.from, o.metaDir), url: o.to, recoverHint,
         progress: (line) => process.stderr.write(`${line}\n`),

@@ -1,6 +1,6 @@
 import { existsSync } from "node:fs";
 import path from "node:path";
-import { initCerts, loadCerts } from "./certs/index.js";
+import { loadCerts } from "./certs/load.js";
 import { startNode, type RunningNode } from "./host.js";
 import { logger } from "./log.js";
 import { DfsError } from "./protocol/errors.js";
@@ -20,7 +20,7 @@ export interface LocalInit {
  */
 export async function runLocal(init: LocalInit): Promise<number> {
   const certDir = path.join(init.dataDir, "certs");
-  if (!existsSync(path.join(certDir, "ca.crt"))) await initCerts({ dir: certDir });
+  if (!existsSync(path.join(certDir, "ca.crt"))) await (await import("./certs/generate.js")).initCerts({ dir: certDir });
   const host = "127.0.0.1";
   const common = {
     host, port: 0, directoryUrls: [], replicas: init.replicas, minReplicas: init.replicas,

@@ -8,7 +8,6 @@ import type { PeerPool } from "./upstream.js";
 import type { Checkpointer } from "./directory/checkpoint.js";
 import type { Awaitable, DirectoryCore } from "./directory/core.js";
 import type { MetaStore } from "./directory/metastore.js";
-import { openPgCore } from "./directory/pg/core.js";
 import type { DirRecord } from "./directory/schema.js";
 import { openSqliteCore } from "./directory/sqlite-core.js";
 
@@ -64,6 +63,8 @@ export async function createDirectory(
   let store: MetaStore<DirRecord> | undefined;
   if (isPostgresMetadata(init.metadata)) {
     if (!components.peers) throw new DfsError("BAD_REQUEST", "a directory on PostgreSQL needs connections to storage nodes");
+    // Loaded only here: the PostgreSQL client is no part of a directory on sql.js, nor of any other role.
+    const { openPgCore } = await import("./directory/pg/core.js");
     core = await openPgCore({ log, peers: components.peers }, { ...init, url: init.metadata, heartbeatMs });
   } else {
     const sqlite = await openSqliteCore(components, { ...init, heartbeatMs });

@@ -52,6 +52,17 @@ export function cpuMs(pid: number): number {
   }
 }
 
+/** CPU time so far (ms) of each named group of processes, summed over the group. */
+export function cpuByGroup(groups: Record<string, Child[]>): Record<string, number> {
+  return Object.fromEntries(Object.entries(groups).map(([k, cs]) => [k, cs.reduce((n, c) => n + cpuMs(c.pid), 0)]));
+}
+
+/** CPU time each group spent since `before` (from {@link cpuByGroup}), per one of `units` (operations, MiB). */
+export function cpuSince(groups: Record<string, Child[]>, before: Record<string, number>, units: number): Record<string, number> {
+  const now = cpuByGroup(groups);
+  return Object.fromEntries(Object.keys(groups).map((k) => [k, (now[k]! - before[k]!) / units]));
+}
+
 /** A child node process: stdout read line by line (in order), stderr appended to a log file. */
 export class Child {
   readonly proc: ChildProcess;

@@ -5,7 +5,7 @@ import { writeFileSync } from "node:fs";
 import fs from "node:fs/promises";
 import path from "node:path";
 import { percentile } from "./baselines.js";
-import { cpuMs, dfsBinary, startWorker, timeBinary, type BenchCluster, type Child } from "./cluster.js";
+import { cpuByGroup, cpuSince, dfsBinary, startWorker, timeBinary, type BenchCluster, type Child } from "./cluster.js";
 
 const MiB = 1024 * 1024;
 
@@ -80,21 +80,17 @@ export async function largeFile(cluster: BenchCluster, size: number, progress: (
     const args = ["--role", "client", "--directory", cluster.dirUrls.join(","), "--certs", cluster.certs, "--cache", cacheDir, "--cache-size", String(common.cacheBytes)];
     const start = await timeBinary(bin!, `${name}-start`, [...args, "ls", "/"], cluster.logs);
     const run = await timeBinary(bin!, name, [...args, ...command], cluster.logs);
-    clientCpu = Math.max(0, run.cpuMs - start.cpuMs);
     const ms = Math.max(1, run.ms - start.ms);
-    return { MiBs: size / MiB / (ms / 1000), ms, bytes: size, clientPeakRss: run.peakRss, stats: {} };
+    const cpuMsPerMiB = { client: Math.max(0, run.cpuMs - start.cpuMs) / (size / MiB) };
+    return { MiBs: size / MiB / (ms / 1000), ms, bytes: size, clientPeakRss: run.peakRss, stats: {}, cpuMsPerMiB };
   };
-  const groups: Record<string, Child[]> = { directory: cluster.directories, storage: cluster.storage };
-  const clusterCpu = () => Object.fromEntries(Object.entries(groups).map(([k, cs]) => [k, cs.reduce((n, c) => n + cpuMs(c.pid), 0)]));
+  const groups = { directory: cluster.directories, storage: cluster.storage };
   const run = async (name: string, mode: string, config: typeof common & { file?: string }, command: string[]) => {
-    const cpu0 = clusterCpu();
+    const cpu0 = cpuByGroup(groups);
     const f = bin ? await viaBinary(name, config.cacheDir, command) : await runOnce(name, mode, config, cluster.logs);
-    const cpu1 = clusterCpu();
-    f.cpuMsPerMiB = Object.fromEntries(Object.keys(groups).map((k) => [k, (cpu1[k]! - cpu0[k]!) / (size / MiB)]));
-    if (bin) f.cpuMsPerMiB.client = clientCpu / (size / MiB);
+    f.cpuMsPerMiB = { ...cpuSince(groups, cpu0, size / MiB), ...f.cpuMsPerMiB };
     return f;
   };
-  let clientCpu = 0;
   progress("large file: write");
   const write = await run("large-write", "large-write", { ...common, cacheDir: path.join(cluster.root, "cache-writer"), file }, ["write", common.remote, file]);
   await fs.rm(file, { force: true });
@@ -174,17 +170,15 @@ export async function smallFiles(cluster: BenchCluster, o: SmallOptions, progres
     const groups: Record<string, Child[]> = {
       directory: cluster.directories, lock: [cluster.lock], storage: cluster.storage, clients: workers,
     };
-    const cpu = () => Object.fromEntries(Object.entries(groups).map(([k, cs]) => [k, cs.reduce((n, c) => n + cpuMs(c.pid), 0)]));
     for (const phase of o.phases ?? SMALL_PHASES) {
-      const cpu0 = cpu();
+      const cpu0 = cpuByGroup(groups);
       const t0 = performance.now();
       for (const w of workers) w.send(`go ${phase}`);
       const results = await Promise.all(workers.map((w) => w.message<{ lat: number[]; errors: number; firstError?: string }>(3_600_000)));
       const seconds = (performance.now() - t0) / 1000;
       const lat = results.flatMap((r) => r.lat).sort((a, b) => a - b);
       const errors = results.reduce((n, r) => n + r.errors, 0);
-      const cpu1 = cpu();
-      const cpuMsPerOp = Object.fromEntries(Object.keys(groups).map((k) => [k, (cpu1[k]! - cpu0[k]!) / Math.max(1, lat.length)]));
+      const cpuMsPerOp = cpuSince(groups, cpu0, Math.max(1, lat.length));
       phases[phase] = {
         cpuMsPerOp,
         ops: lat.length, errors, firstError: results.find((r) => r.firstError)?.firstError, seconds,

@@ -28,6 +28,14 @@ export async function writeSynced(file: string, data: string | Uint8Array | Uint
   }
 }
 
+/** Writes all of `data` at `position`: a file write may take less than it was given. */
+export async function writeAt(fh: fs.FileHandle, data: Uint8Array, position: number): Promise<void> {
+  for (let done = 0; done < data.length;) {
+    const { bytesWritten } = await fh.write(data, done, data.length - done, position + done);
+    done += bytesWritten;
+  }
+}
+
 /** Replaces a small file atomically and durably: temp file, fsync, rename, fsync of the folder. */
 export async function writeFileDurable(file: string, data: string | Uint8Array): Promise<void> {
   const dir = path.dirname(file);

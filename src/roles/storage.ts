@@ -49,8 +49,8 @@ export async function createStorage(components: StorageComponents, init: Storage
   const handlers = storageHandlers({ log, chunks, reporter, guard, epoch, peers, url: init.url });
   // A writer keeps up to window x PIECE_WINDOW pieces (16 by default) and a close per chunk held at a node of
   // its chains until the rest of the chain wrote them: 256 leaves room for about a dozen writers whose chains
-  // all pass through this node before any is answered BUSY. A held piece is 256 KiB, so a full mailbox still
-  // holds less data than the 64 whole 4 MiB chunks this bound was first set for.
+  // all pass through this node before any is answered BUSY. A held piece is at most 1 MiB, so a full mailbox
+  // holds no more data than the 64 whole 4 MiB chunks this bound was first set for.
   const actor = new Actor({ name: "storage", prefix: "store.", concurrency: 16, capacity: 256, handlers });
 
   log.info("storage ready", { id: chunks.nodeId, dir: init.dataDir, chunks: chunks.usage().chunks });

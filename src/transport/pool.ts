@@ -17,7 +17,7 @@ export interface PoolInit extends ConnectInit {
 export class Pool {
   private readonly conns = new Map<string, Promise<Channel>>();
   /** Connections that are up, so that a request on one needs no promise or timer of its own to find it. */
-  private readonly open_ = new Map<string, Channel>();
+  private readonly up = new Map<string, Channel>();
   private readonly abort = new AbortController();
   private closed = false;
 
@@ -29,7 +29,7 @@ export class Pool {
    */
   async get(url: string, opts: RequestOptions = {}): Promise<Peer> {
     if (this.closed) throw new DfsError("UNAVAILABLE", `connection pool is closed; cannot reach ${url}`);
-    const up = this.open_.get(url);
+    const up = this.up.get(url);
     if (up && !up.closed) return up;
     const deadline = opts.timeoutMs === undefined ? undefined : Date.now() + opts.timeoutMs;
     const p = this.conns.get(url) ?? this.open(url);
@@ -53,10 +53,10 @@ export class Pool {
     p.then(
       (ch) => {
         if (this.closed) ch.close();
-        else this.open_.set(url, ch);
+        else this.up.set(url, ch);
         ch.onClose(() => {
           if (this.conns.get(url) === p) this.conns.delete(url);
-          if (this.open_.get(url) === ch) this.open_.delete(url);
+          if (this.up.get(url) === ch) this.up.delete(url);
         });
       },
       () => {
@@ -71,7 +71,7 @@ export class Pool {
     this.abort.abort();
     const all = [...this.conns.values()];
     this.conns.clear();
-    this.open_.clear();
+    this.up.clear();
     await Promise.all(all.map((p) => p.then((ch) => ch.close(), () => {})));
   }
 }

@@ -182,7 +182,7 @@ export class DfsClient {
     const explicit = this.locks.held(path) ?? this.txnLeases.get(path);
     let uploaded: Uploaded | undefined;
     if (explicit === undefined && !this.txn) {
-      uploaded = await this.upload(source, opts);
+      uploaded = await this.uploadFrom(source, opts);
       try {
         const reply = await this.commitFiles([{ path, ...uploaded, baseVersion: 0 }], true);
         return { path, version: reply.versions[0]!.version, size: uploaded.size, chunks: uploaded.chunks.length, staged: false };
@@ -194,7 +194,7 @@ export class DfsClient {
     return this.writeLocked(path, explicit, source, opts, uploaded);
   }
 
-  private upload(source: Source | (() => Source), opts: { onProgress?: (bytes: number) => void }): Promise<Uploaded> {
+  private uploadFrom(source: Source | (() => Source), opts: { onProgress?: (bytes: number) => void }): Promise<Uploaded> {
     return this.config().then(({ chunkSize }) => upload(this.ctx(), typeof source === "function" ? source() : source, chunkSize, opts.onProgress));
   }
 
@@ -206,7 +206,7 @@ export class DfsClient {
       for (let attempt = 0; ; attempt++) {
         // Only a transaction checks the version it started from; a plain write is fenced by its lock token.
         const baseVersion = this.txn ? await this.currentVersion(path) : 0;
-        const up = uploaded ?? await this.upload(source, opts).catch((err) => {
+        const up = uploaded ?? await this.uploadFrom(source, opts).catch((err) => {
           // All or nothing: a transaction that lost one of its writes may not commit the others.
           if (this.txn) this.txnFailed ??= toDfsError(err);
           throw err;

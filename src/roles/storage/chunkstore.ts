@@ -159,12 +159,10 @@ export class ChunkStore {
       if (await this.has(hash)) return false;
       const size = data.byteLength;
       await this.reserve(hash, size);
-      const tmp = path.join(this.tmpDir, randomUUID());
       try {
         if (size <= SMALL_CHUNK_MAX) await this.small.put(hash, data);
-        else await this.putFile(file, tmp, data);
+        else await this.putFile(file, data);
       } catch (err) {
-        await fs.rm(tmp, { force: true }).catch(() => undefined);
         if (errno(err) === "ENOSPC") throw new DfsError("NO_SPACE", "disk full", { cause: err });
         throw err;
       } finally {
@@ -177,8 +175,19 @@ export class ChunkStore {
     });
   }
 
-  private async putFile(file: string, tmp: string, data: Uint8Array): Promise<void> {
-    await writeSynced(tmp, data);
+  private async putFile(file: string, data: Uint8Array): Promise<void> {
+    const tmp = path.join(this.tmpDir, randomUUID());
+    try {
+      await writeSynced(tmp, data);
+      await this.moveIntoPlace(tmp, file);
+    } catch (err) {
+      await fs.rm(tmp, { force: true }).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  /** Renames a finished, fsynced temp file to its chunk's path and makes the name durable. */
+  private async moveIntoPlace(tmp: string, file: string): Promise<void> {
     const fanout = path.dirname(file);
     if (!this.fanouts.has(fanout)) {
       const created = await fs.mkdir(fanout, { recursive: true });
@@ -364,14 +373,7 @@ export class ChunkStore {
           await fs.rm(temp.path, { force: true });
           return false;
         }
-        const file = this.pathOf(hash);
-        const fanout = path.dirname(file);
-        if (!this.fanouts.has(fanout)) {
-          if (await fs.mkdir(fanout, { recursive: true })) await syncDir(this.chunksDir);
-          this.fanouts.add(fanout);
-        }
-        await fs.rename(temp.path, file);
-        await syncDir(fanout);
+        await this.moveIntoPlace(temp.path, this.pathOf(hash));
       } catch (err) {
         await fs.rm(temp.path, { force: true }).catch(() => undefined);
         if (errno(err) === "ENOSPC") throw new DfsError("NO_SPACE", "disk full", { cause: err });

@@ -3,7 +3,7 @@ import path from "node:path";
 import { DfsError } from "../../protocol/errors.js";
 import type { Logger } from "../../log.js";
 import { crashPoint } from "../../fault.js";
-import { syncDir } from "../durable-file.js";
+import { syncDir, writeAt } from "../durable-file.js";
 import { SEGMENT_HEADER_BYTES, segmentHeader, segmentName } from "./smalllog-format.js";
 
 /** A batch (one write + fdatasync) holds at most this many bytes, unless one record alone is larger. */
@@ -180,13 +180,5 @@ export class LogWriter {
     const waiters = this.pending;
     this.pending = [];
     for (const w of waiters) w.reject(this.failure);
-  }
-}
-
-async function writeAt(fh: fs.FileHandle, data: Buffer, position: number): Promise<void> {
-  let off = 0;
-  while (off < data.length) {
-    const { bytesWritten } = await fh.write(data, off, data.length - off, position + off);
-    off += bytesWritten;
   }
 }

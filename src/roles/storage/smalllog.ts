@@ -2,7 +2,7 @@ import fs from "node:fs/promises";
 import path from "node:path";
 import { DfsError } from "../../protocol/errors.js";
 import type { Logger } from "../../log.js";
-import { syncDir } from "../durable-file.js";
+import { syncDir, writeSynced } from "../durable-file.js";
 import { compactSegment } from "./smalllog-compact.js";
 import {
   PUT, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, SEGMENT_NAME_RE, SMALL_CHUNK_MAX, encodePut, encodeTombstone, putProblem, scanSegment, segmentHeader, segmentName,
@@ -105,7 +105,7 @@ export class SmallLog {
       if (isLast && scan.records.length === 0) {
         // Only the header of a brand-new segment could be torn: nothing was ever acknowledged in it.
         this.log.warn("chunk log: torn segment header rewritten", { file, reason: scan.headerProblem });
-        await rewrite(file, segmentHeader(seq));
+        await writeSynced(file, segmentHeader(seq), "w");
         this.segments.set(seq, { size: SEGMENT_HEADER_BYTES, live: 0 });
         return SEGMENT_HEADER_BYTES;
       }
@@ -313,16 +313,6 @@ async function readAt(file: string, position: number, length: number): Promise<B
       got += bytesRead;
     }
     return buf.subarray(0, got);
-  } finally {
-    await fh.close();
-  }
-}
-
-async function rewrite(file: string, data: Buffer): Promise<void> {
-  const fh = await fs.open(file, "w");
-  try {
-    await fh.write(data, 0, data.length, 0);
-    await fh.sync();
   } finally {
     await fh.close();
   }

@@ -9,6 +9,7 @@ import { later } from "../../transport/mailbox.js";
 import type { Logger } from "../../log.js";
 import type { PeerPool } from "../upstream.js";
 import type { ChunkStore, TempChunk } from "./chunkstore.js";
+import { writeAt } from "../durable-file.js";
 import { Downstream } from "./forward.js";
 import type { DeleteGuard } from "./gens.js";
 import type { Reporter } from "./reporter.js";
@@ -273,14 +274,6 @@ export class Streams {
     } finally {
       s.temp?.release();
     }
-  }
-}
-
-/** Writes all of `data` at `offset`: a file write may take less than it was given. */
-async function writeAt(file: fs.FileHandle, data: Uint8Array, offset: number): Promise<void> {
-  for (let done = 0; done < data.length;) {
-    const { bytesWritten } = await file.write(data, done, data.length - done, offset + done);
-    done += bytesWritten;
   }
 }
 

@@ -17,10 +17,10 @@ h2 { font-size: 15px; margin: 20px 0 6px; }
 #error { display: none; padding: 8px 16px; background: #ffebe9; color: var(--down); border-bottom: 1px solid var(--down); }
 #error.on { display: block; }
 table { border-collapse: collapse; width: 100%; }
+.scroll { overflow-x: auto; }
 th, td { text-align: left; padding: 4px 8px; border-bottom: 1px solid var(--line); white-space: nowrap; }
 th { background: var(--bg2); font-weight: 600; }
 td.n, th.n { text-align: right; font-variant-numeric: tabular-nums; }
-td.wrap { white-space: normal; word-break: break-all; }
 .mono { font-family: ui-monospace, monospace; font-size: 12px; }
 .state { display: inline-block; min-width: 64px; padding: 0 6px; border-radius: 9px; color: #fff; text-align: center; font-weight: 600; }
 tr[data-state="up"] .state { background: var(--up); }
@@ -42,6 +42,7 @@ tr.selected td { background: #ddf4ff; }
 #file dl { display: grid; grid-template-columns: max-content 1fr; gap: 2px 14px; margin: 6px 0 10px; }
 #file dt { color: var(--muted); }
 #file dd { margin: 0; word-break: break-all; }
+#file h2 { word-break: break-all; }
 `;
 
 const SCRIPT = String.raw`
@@ -283,7 +284,7 @@ function showFolder(l) {
   });
   l.files.slice().sort(function (a, b) { return a.path < b.path ? -1 : a.path > b.path ? 1 : 0; }).forEach(function (f) {
     body.appendChild(el("tr", { "data-path": f.path, class: "file" + (f.path === view.file ? " selected" : "") }, [
-      el("td", { class: "wrap" }, [el("a", { href: hashOf(f.path), text: baseName(f.path) })]),
+      el("td", {}, [el("a", { href: hashOf(f.path), text: baseName(f.path) })]),
       td(bytes(f.size), "n"), td(f.version, "n"), el("td", { text: stamp(f.mtime), title: ago(f.mtime) }),
     ]));
   });
@@ -302,13 +303,13 @@ function showFile(path, f) {
     el("dt", { text: "SHA-256" }), el("dd", { id: "file-sha256", class: "mono", text: f.sha256 }),
   ]));
   var rows = f.chunks.map(function (c, i) {
-    var where = c.replicas.length ? c.replicas.map(function (r) { return r.url; }).join(", ") : "nowhere live";
-    return el("tr", { "data-hash": c.hash }, [td(i, "n"), td(c.hash, "mono"), td(bytes(c.size), "n"), td(where, "mono wrap")]);
+    var where = c.replicas.length ? c.replicas.map(function (r) { return el("div", { class: "replica", text: r.url }); }) : ["nowhere live"];
+    return el("tr", { "data-hash": c.hash }, [td(i, "n"), td(c.hash, "mono"), td(bytes(c.size), "n"), el("td", { class: "mono" }, where)]);
   });
-  box.appendChild(el("table", { id: "chunks" }, [
+  box.appendChild(el("div", { class: "scroll" }, [el("table", { id: "chunks" }, [
     el("thead", {}, [el("tr", {}, [el("th", { class: "n", text: "#" }), el("th", { text: "Chunk hash" }), el("th", { class: "n", text: "Size" }), el("th", { text: "Replicas" })])]),
     el("tbody", {}, rows.length ? rows : [el("tr", {}, [el("td", { colspan: "4", class: "muted", text: "No chunks: the file is empty." })])]),
-  ]));
+  ])]));
 }
 
 window.addEventListener("hashchange", fromHash);
@@ -330,10 +331,10 @@ const BODY = `
 <div id="error" role="alert"></div>
 <main>
   <h2>Nodes</h2>
-  <table>
+  <div class="scroll"><table>
     <thead><tr><th>Role</th><th>URL</th><th>Zone</th><th>State</th><th class="n">Capacity</th><th class="n">Used</th><th class="n">Free</th><th class="n">Chunks</th><th>Last seen</th></tr></thead>
     <tbody id="nodes"></tbody>
-  </table>
+  </table></div>
   <h2>Totals</h2>
   <div class="totals">
     <div><span class="muted">files</span><b id="t-files">\u2014</b></div>
@@ -349,10 +350,10 @@ const BODY = `
   </div>
   <h2>Files</h2>
   <nav id="crumbs"></nav>
-  <table>
+  <div class="scroll"><table>
     <thead><tr><th>Name</th><th class="n">Size</th><th class="n">Version</th><th>Modified</th></tr></thead>
     <tbody id="ls"></tbody>
-  </table>
+  </table></div>
   <section id="file"></section>
 </main>
 `;

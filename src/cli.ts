@@ -13,6 +13,7 @@ import { DIRECTORY_SCHEMA } from "./roles/directory/schema.js";
 import { runClient } from "./roles/client.js";
 import { isPostgresMetadata } from "./roles/directory.js";
 import { runLocal } from "./local.js";
+import { parseHttpAddress, type HttpAddress } from "./observe/address.js";
 import { VERSION } from "./version.js";
 
 const int = (what: string, min = 0) => (v: string) => {
@@ -21,6 +22,13 @@ const int = (what: string, min = 0) => (v: string) => {
   return n;
 };
 const collect = (v: string, prev: string[] = []) => [...prev, v];
+const httpAddress = (v: string): HttpAddress => {
+  try {
+    return parseHttpAddress(v);
+  } catch (err) {
+    throw new InvalidArgumentError(toDfsError(err).message.replace(/^--http: /, ""));
+  }
+};
 
 function fail(err: unknown): never {
   process.stderr.write(`dfs: ${toDfsError(err).message}\n`);
@@ -65,6 +73,9 @@ export function buildProgram(): Command {
     .option("--scrub-interval <seconds>", "pause between passes that re-hash every stored chunk (storage; 0 = off)", int("--scrub-interval"), 3600)
     .option("--cache <dir>", "client cache folder (default ~/.cache/dfs)")
     .option("--cache-size <bytes>", "client cache bound", int("--cache-size", 0))
+    .option("--http <host:port>", "serve Prometheus /metrics here, and on a directory the status page and /api/status (off by default; beyond loopback: HTTPS, and the page needs a client certificate or the token)", httpAddress)
+    .option("--http-token-file <file>", "file with a bearer token that opens the status page and API without a client certificate (with --http)")
+    .option("--http-metrics-open", "serve /metrics without a certificate or token even beyond loopback, as Prometheus setups expect (with --http)")
     .addOption(new Option("--log-level <level>", "debug, info, warn, error or silent").choices(["debug", "info", "warn", "error", "silent"]))
     .argument("[command...]", "client command (with --role client); none = interactive")
     .addHelpText("after", `
@@ -97,7 +108,9 @@ Examples:
       if (o.logLevel) setLogLevel(o.logLevel as LogLevel);
       // A directory links to itself; only the other roles use the list, so only they are held to it.
       const directoryUrls = roles.includes("directory") ? [] : directoryList(o.directory, program.getOptionValueSource("directory"));
+      if (!o.http && (o.httpTokenFile || o.httpMetricsOpen)) fail(new DfsError("BAD_REQUEST", `${o.httpTokenFile ? "--http-token-file" : "--http-metrics-open"} needs --http HOST:PORT`));
       if (roles[0] === "client") {
+        if (o.http) fail(new DfsError("BAD_REQUEST", "--http is for server roles (directory, lock, storage); a client serves nothing"));
         if (!o.logLevel) setLogLevel("warn");
         const tls = loadCerts(o.certs, o.name ?? "client");
         const code = await runClient({
@@ -114,8 +127,10 @@ Examples:
         replicas: o.replicas, minReplicas: o.minReplicas ?? o.replicas, deadAfterMs: o.deadAfter * 1000,
         chunkSize: o.chunkSize, capacity: o.capacity, zone: o.zone, scrubIntervalMs: o.scrubInterval * 1000, orphanGraceMs: o.orphanGrace * 1000,
         metaDirs: o.metaDir, snapshotEvery: o.snapshotEvery, metadata,
+        http: o.http ? { address: o.http, tokenFile: o.httpTokenFile, metricsOpen: o.httpMetricsOpen } : undefined,
       });
       process.stdout.write(`listening on ${node.url}\n`);
+      if (node.httpUrl) process.stdout.write(`http on ${node.httpUrl}${roles.includes("directory") ? " (status page, /metrics)" : " (/metrics)"}\n`);
       onSignals(() => node.close());
     });
 
@@ -194,13 +209,15 @@ on PostgreSQL yet; this prepares the database for it.`)
     .option("--storage <n>", "storage nodes", int("--storage", 1), 3)
     .option("--data <dir>", "folder for all of the cluster's data and certificates", "./data/local")
     .option("--replicas <n>", "copies of every chunk", int("--replicas", 1), 2)
+    .option("--http <host:port>", "where the status page and /metrics of the whole cluster are served", httpAddress, parseHttpAddress("127.0.0.1:0"))
+    .option("--no-http", "serve no status page")
     .argument("[command...]", "run one client command instead of the REPL")
     .action(async (command: string[], o) => {
       fs.mkdirSync(o.data, { recursive: true });
       const logFile = fs.openSync(path.join(o.data, "dfs.log"), "a");
       // The REPL owns the terminal; the cluster's log lines go to a file beside its data.
       setLogSink((line) => fs.writeSync(logFile, line + "\n"));
-      const code = await runLocal({ storage: o.storage, dataDir: o.data, replicas: o.replicas, command });
+      const code = await runLocal({ storage: o.storage, dataDir: o.data, replicas: o.replicas, command, http: o.http || undefined });
       process.exit(code);
     });
   return program;

@@ -12,6 +12,8 @@ import { logger, type Logger } from "./log.js";
 import { createDirectory } from "./roles/directory.js";
 import { createLock } from "./roles/lock.js";
 import { createStorage } from "./roles/storage.js";
+import type { HttpOptions, ObservedNode } from "./observe/serve.js";
+import type { Metrics } from "./observe/metrics.js";
 
 export const SERVER_ROLES = ["directory", "lock", "storage"] as const;
 export type ServerRole = (typeof SERVER_ROLES)[number];
@@ -41,6 +43,10 @@ export interface NodeOptions {
   metadata?: string;
   /** Tag for log lines, to tell nodes of one process apart. */
   label?: string;
+  /** Serve /metrics (and on a directory the status page and API) at this address. */
+  http?: HttpOptions;
+  /** Metrics shared by the nodes of one process (`dfs local`): this node's figures go there too. */
+  metrics?: Metrics;
 }
 
 export interface RunningNode {
@@ -48,6 +54,8 @@ export interface RunningNode {
   readonly server: Server;
   /** Node id of the storage role, when this node has one. */
   readonly storageId?: string;
+  /** Where /metrics and the status page are served, with --http. */
+  readonly httpUrl?: string;
   close(): Promise<void>;
 }
 
@@ -110,6 +118,8 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
   const closers: (() => Promise<void>)[] = [];
   const directoryUrls = opts.roles.includes("directory") ? [url] : opts.directoryUrls;
   let storageId: string | undefined;
+  let httpUrl: string | undefined;
+  const observed: ObservedNode = { url, router, log };
   try {
     if (opts.roles.includes("directory")) {
       const dirLog = logger("directory", opts.label ?? "");
@@ -125,6 +135,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
       });
       router.add(d.actor);
       closers.push(() => d.close());
+      observed.directory = d.view;
     }
     // Nodes spread over the directory processes, as clients do.
     const linkInit = { urls: directoryUrls, startAt: randomInt(directoryUrls.length), tls: opts.tls, router, expectRoles: ["directory"], what: "directory" } as const;
@@ -135,6 +146,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
       const l = await createLock({ log: lockLog, directory: link }, { dataDir: opts.dataDir, url });
       register = (p) => l.register(p);
       router.add(l.actor);
+      observed.lock = l;
       link.start();
       closers.push(() => link.close(), () => l.close());
       warnWhileDown(link, lockLog);
@@ -150,11 +162,24 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
       storageId = s.nodeId;
       register = (p) => s.register(p);
       router.add(s.actor);
+      observed.storage = s;
       link.start();
       closers.push(() => link.close(), () => pool.close(), () => s.close());
       warnWhileDown(link, storeLog);
     }
     router.ready();
+    // Loaded only with --http or shared metrics: prom-client is no part of a node that serves none.
+    if (opts.http) {
+      const { serveNode } = await import("./observe/serve.js");
+      const h = await serveNode(observed, opts.http, opts.tls, opts.metrics);
+      httpUrl = h.url;
+      // Closers run last first: nobody reads a node whose roles are closing.
+      closers.push(() => h.close());
+    } else if (opts.metrics) {
+      const { observeNode } = await import("./observe/serve.js");
+      const o = observeNode(opts.metrics, observed);
+      closers.push(async () => o.close());
+    }
   } catch (err) {
     await server.close();
     for (const c of closers.reverse()) await c().catch(() => {});
@@ -165,6 +190,7 @@ export async function startNode(opts: NodeOptions): Promise<RunningNode> {
     url,
     server,
     storageId,
+    httpUrl,
     close() {
       closing ??= (async () => {
         await server.close();

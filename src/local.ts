@@ -5,6 +5,7 @@ import { startNode, type RunningNode } from "./host.js";
 import { logger } from "./log.js";
 import { DfsError } from "./protocol/errors.js";
 import { runClient, type DfsClient } from "./roles/client.js";
+import type { HttpAddress } from "./observe/address.js";
 
 export interface LocalInit {
   storage: number;
@@ -12,6 +13,8 @@ export interface LocalInit {
   replicas: number;
   /** One client command to run instead of the REPL. */
   command: string[];
+  /** Where the status page and the metrics of every node (and the client) are served. */
+  http?: HttpAddress;
 }
 
 /**
@@ -30,10 +33,16 @@ export async function runLocal(init: LocalInit): Promise<number> {
   const closeAll = async () => {
     for (const n of nodes.reverse()) await n.close();
   };
+  // One set of metrics for the whole process, served with the directory's status page.
+  const observe = init.http ? await import("./observe/metrics.js") : undefined;
+  const metrics = observe ? new observe.Metrics() : undefined;
   try {
-    const dir = await startNode({ ...common, roles: ["directory"], dataDir: path.join(init.dataDir, "directory"), tls: loadCerts(certDir, "directory"), label: "directory" });
+    const dir = await startNode({
+      ...common, roles: ["directory"], dataDir: path.join(init.dataDir, "directory"), tls: loadCerts(certDir, "directory"), label: "directory",
+      ...(init.http ? { http: { address: init.http }, metrics } : {}),
+    });
     nodes.push(dir);
-    const withDir = { ...common, directoryUrls: [dir.url] };
+    const withDir = { ...common, directoryUrls: [dir.url], metrics };
     nodes.push(await startNode({ ...withDir, roles: ["lock"], dataDir: path.join(init.dataDir, "lock"), tls: loadCerts(certDir, "lock"), label: "lock" }));
     for (let i = 1; i <= init.storage; i++) {
       nodes.push(await startNode({
@@ -42,14 +51,19 @@ export async function runLocal(init: LocalInit): Promise<number> {
     }
     if (init.command.length === 0 && process.stdin.isTTY) {
       process.stderr.write(`local cluster: directory ${dir.url}, lock, ${init.storage} storage nodes; data in ${init.dataDir}\n`);
+      if (dir.httpUrl) process.stderr.write(`status page: ${dir.httpUrl}/ (metrics at ${dir.httpUrl}/metrics)\n`);
     }
+    if (dir.httpUrl) logger("local").info("status page", { url: dir.httpUrl });
     return await runClient({
       directoryUrls: [dir.url],
       tls: loadCerts(certDir, "client"),
       cacheDir: path.join(init.dataDir, "cache"),
       log: logger("client"),
       command: init.command,
-      ready: (client) => waitForNodes(client, init.storage),
+      ready: async (client) => {
+        if (metrics) (await import("./observe/role-metrics.js")).clientMetrics(metrics, client.stats);
+        await waitForNodes(client, init.storage);
+      },
       io: { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, cwd: workingFolder(), interactive: false },
     });
   } finally {

@@ -1,4 +1,4 @@
-import { dirSchemas, type HelloReply, type StatusReply } from "../protocol/directory.js";
+import { dirSchemas, type CommitBody, type FileInfo, type HelloReply, type ListEntry, type StatusReply } from "../protocol/directory.js";
 import { MAX_CHUNK_SIZE, parser } from "../protocol/common.js";
 import { DfsError } from "../protocol/errors.js";
 import { Actor, type Handler, type Peer } from "../transport/actor.js";
@@ -6,7 +6,7 @@ import { later } from "../transport/mailbox.js";
 import type { Logger } from "../log.js";
 import type { PeerPool } from "./upstream.js";
 import type { Checkpointer } from "./directory/checkpoint.js";
-import type { Awaitable, DirectoryCore } from "./directory/core.js";
+import type { Awaitable, ClusterStatus, DirectoryActivity, DirectoryCore } from "./directory/core.js";
 import type { MetaStore } from "./directory/metastore.js";
 import type { DirRecord } from "./directory/schema.js";
 import { openSqliteCore } from "./directory/sqlite-core.js";
@@ -30,8 +30,18 @@ export interface DirectoryInit {
   orphanGraceMs?: number;
 }
 
+/** What the status page and the metrics read: the answers clients get, without a connection. */
+export interface DirectoryView {
+  status(): Promise<StatusReply>;
+  list(prefix: string, limit: number): Promise<ListEntry[]>;
+  lookup(path: string): Promise<FileInfo>;
+  /** Since start: the activity of the back end, plus bytes of files committed and of files clients looked up to read. */
+  activity(): DirectoryActivity & { writtenBytes: number; readBytes: number };
+}
+
 export interface Directory {
   readonly actor: Actor;
+  readonly view: DirectoryView;
   /** The embedded store, when the directory runs on it. */
   readonly store?: MetaStore<DirRecord>;
   close(): Promise<void>;
@@ -78,24 +88,35 @@ export async function createDirectory(
   const answer = <T>(r: Awaitable<T>, reply: (v: T) => unknown = (v) => v) => (r instanceof Promise ? later(r.then(reply)) : reply(r));
   const done = (r: Awaitable<void>) => answer(r, () => null);
 
+  const statusOf = (s: ClusterStatus): StatusReply => ({
+    directory: {
+      url: init.url, replicas: init.replicas, minReplicas: init.minReplicas, deadAfterSeconds: init.deadAfterMs / 1000,
+      clusterId: core.clusterId,
+    },
+    ...s,
+  });
+  const traffic = { writtenBytes: 0, readBytes: 0 };
+  const commit = (b: CommitBody) => core.commit(b).then((reply) => {
+    for (const f of b.files) traffic.writtenBytes += f.size;
+    return reply;
+  });
+  const lookup = (path: string, peer: Peer) => core.lookup(path).then((info) => {
+    if (peer.role === "client") traffic.readBytes += info.size;
+    return info;
+  });
+
   const handlers: Record<string, Handler> = {
     "dir.register": handler(["storage", "lock", "directory"], dirSchemas.register, (b, peer) => later(core.register(b, peer))),
     "dir.report": handler(["storage", "directory"], dirSchemas.report, (b, peer) => later(core.report(b, peer))),
     "dir.heartbeat": handler(["storage", "lock", "directory"], dirSchemas.heartbeat, (b, peer) => done(core.heartbeat(b, peer))),
-    "dir.status": handler(ALL, dirSchemas.status, () => answer(core.status(), (s): StatusReply => ({
-      directory: {
-        url: init.url, replicas: init.replicas, minReplicas: init.minReplicas, deadAfterSeconds: init.deadAfterMs / 1000,
-        clusterId: core.clusterId,
-      },
-      ...s,
-    }))),
+    "dir.status": handler(ALL, dirSchemas.status, () => answer(core.status(), statusOf)),
     "dir.hello": handler(ALL, dirSchemas.hello, () => answer(core.lockUrl(), (lockUrl): HelloReply => ({
       lockUrl, replicas: init.replicas, minReplicas: init.minReplicas, chunkSize: init.chunkSize,
     }))),
     "dir.place": handler(CLIENTS, dirSchemas.place, (b) => later(core.place(b))),
     "dir.stored": handler(["storage", "directory"], dirSchemas.stored, (b, peer) => answer(core.stored(b, peer))),
-    "dir.commit": handler(CLIENTS, dirSchemas.commit, (b) => later(core.commit(b))),
-    "dir.lookup": handler(ALL, dirSchemas.lookup, (b) => later(core.lookup(b.path))),
+    "dir.commit": handler(CLIENTS, dirSchemas.commit, (b) => later(commit(b))),
+    "dir.lookup": handler(ALL, dirSchemas.lookup, (b, peer) => later(lookup(b.path, peer))),
     "dir.list": handler(ALL, dirSchemas.list, (b) => later(core.list(b.prefix, b.limit).then((entries) => ({ entries })))),
     "dir.remove": handler(CLIENTS, dirSchemas.remove, (b) => done(core.remove(b))),
     "dir.move": handler(CLIENTS, dirSchemas.move, (b) => done(core.move(b))),
@@ -112,6 +133,12 @@ export async function createDirectory(
   return {
     actor,
     store,
+    view: {
+      status: async () => statusOf(await core.status()),
+      list: (prefix, limit) => core.list(prefix, limit),
+      lookup: (path) => core.lookup(path),
+      activity: () => ({ ...core.activity(), ...traffic }),
+    },
     close() {
       closing ??= (async () => {
         actor.close();

@@ -1,13 +1,14 @@
 import { randomUUID } from "node:crypto";
 import fs from "node:fs/promises";
 import path from "node:path";
+import { synced } from "../fsyncs.js";
 
 /** Makes a folder's entries (new, renamed or removed names) durable. */
 export async function syncDir(dir: string): Promise<void> {
   let d: fs.FileHandle | undefined;
   try {
     d = await fs.open(dir, "r");
-    await d.sync();
+    await synced(d.sync());
   } catch (err) {
     // Some platforms and file systems refuse to fsync a folder; nothing more can be done there.
     if (!["EISDIR", "EINVAL", "EPERM", "EBADF"].includes((err as NodeJS.ErrnoException).code ?? "")) throw err;
@@ -22,7 +23,7 @@ export async function writeSynced(file: string, data: string | Uint8Array | Uint
   try {
     if (Array.isArray(data)) await fh.writev(data);
     else await fh.writeFile(data);
-    await fh.sync();
+    await synced(fh.sync());
   } finally {
     await fh.close();
   }

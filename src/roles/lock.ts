@@ -17,6 +17,8 @@ export interface LockInit {
 export interface LockService {
   readonly actor: Actor;
   readonly nodeId: string;
+  /** Leases held here and claimants waiting. */
+  counts(): { held: number; waiting: number };
   register(peer: Peer): Promise<void>;
   close(): Promise<void>;
 }
@@ -75,6 +77,7 @@ export async function createLock(components: { log: Logger; directory: Upstream 
   return {
     actor,
     nodeId,
+    counts: () => table.counts(),
     register,
     async close() {
       clearInterval(heartbeat);

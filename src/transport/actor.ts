@@ -134,9 +134,13 @@ export class Actor {
   }
 }
 
+/** Told of every request a router answered: its type, its result code ("OK" or an error code) and how long it took. */
+export type RequestObserver = (type: string, code: string, seconds: number) => void;
+
 /** Routes incoming messages to the actor owning the type's prefix; one port can host several roles. */
 export class Router {
   private readonly actors: Actor[] = [];
+  private observer?: RequestObserver;
   /** Until every role is added, a message for none of them may be for one still starting. */
   private complete = false;
 
@@ -149,7 +153,27 @@ export class Router {
     this.complete = true;
   }
 
+  observe(observer: RequestObserver): void {
+    this.observer = observer;
+  }
+
   dispatch(type: string, body: unknown, peer: Peer): Promise<unknown> {
+    const observer = this.observer;
+    if (!observer) return this.route(type, body, peer);
+    const started = performance.now();
+    // A peer may send any type name: only the ones some actor handles become label values.
+    const known = this.actors.some((a) => type.startsWith(a.init.prefix) && Object.hasOwn(a.init.handlers, type));
+    const done = (code: string) => observer(known ? type : "other", code, (performance.now() - started) / 1000);
+    return this.route(type, body, peer).then(
+      (reply) => (done("OK"), reply),
+      (err: unknown) => {
+        done(err instanceof DfsError ? err.code : "INTERNAL");
+        throw err;
+      },
+    );
+  }
+
+  private route(type: string, body: unknown, peer: Peer): Promise<unknown> {
     for (const a of this.actors) if (type.startsWith(a.init.prefix)) return a.post(type, body, peer);
     if (!this.complete) return Promise.reject(new DfsError("UNAVAILABLE", "node is starting; try again shortly"));
     return Promise.reject(new DfsError("BAD_REQUEST", `unknown message type ${JSON.stringify(type)}`));

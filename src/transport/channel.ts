@@ -5,6 +5,7 @@ import type { Peer, RequestOptions, Router } from "./actor.js";
 import { decode, encode, encodeParts, Kind, type Envelope } from "./codec.js";
 import { CONTROL_HEARTBEAT, Heartbeat, type HeartbeatOptions } from "./heartbeat.js";
 import { Inflight, type InflightLimits, type Ticket } from "./inflight.js";
+import { traffic } from "./traffic.js";
 
 export interface ChannelInit {
   socket: WebSocket;
@@ -168,6 +169,8 @@ export class Channel implements Peer {
     }
     const size = Array.isArray(frame) ? frame[0].length + frame[1].length : frame.length;
     this.buffered += size;
+    traffic.bytesOut += size;
+    traffic.framesOut++;
     const done = (err?: Error) => {
       this.buffered -= size;
       if (!err) this.written++;
@@ -184,6 +187,8 @@ export class Channel implements Peer {
   }
 
   private onFrame(data: Buffer, isBinary: boolean): void {
+    traffic.bytesIn += data.length;
+    traffic.framesIn++;
     let env: Envelope;
     try {
       if (!isBinary) throw new DfsError("BAD_REQUEST", "text frames are not accepted");

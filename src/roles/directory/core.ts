@@ -9,6 +9,14 @@ export type Awaitable<T> = T | Promise<T>;
 /** What status shows beyond the directory's own settings. */
 export type ClusterStatus = Omit<StatusReply, "directory">;
 
+/** Work this directory process did since it started, and its metadata's size on disk (null: PostgreSQL keeps it). */
+export interface DirectoryActivity {
+  repairCopies: number;
+  gcDeleted: number;
+  journalBytes: number | null;
+  snapshotBytes: number | null;
+}
+
 /**
  * What a metadata back end does for the directory: the embedded store (sql.js in the data folder, one
  * directory process) or PostgreSQL (any number of stateless directory processes). The directory's
@@ -27,6 +35,7 @@ export interface DirectoryCore {
   /** A connection closed: the node that registered on it may be gone. */
   detach(peer: Peer): void;
   status(): Awaitable<ClusterStatus>;
+  activity(): DirectoryActivity;
   lockUrl(): Awaitable<string | null>;
   place(b: PlaceBody): Promise<PlaceReply>;
   stored(b: StoredBody, peer: Peer): Awaitable<StoredReply>;

@@ -33,6 +33,8 @@ const LEFTOVERS_PER_NODE = 100_000;
  * older one is refused, so a delete can never remove what a placement, upload or commit made after it uses.
  */
 export class Collector {
+  /** Chunk copies the storage nodes confirmed deleted since start, for the metrics. */
+  deleted = 0;
   /** hash -> when a sweep first saw it unreferenced; in memory, so a restart only delays collection. */
   private readonly seen = new Map<string, number>();
   /** hash -> last time a placement, upload or dereference touched it. */
@@ -92,6 +94,7 @@ export class Collector {
       if (!peer) return;
       try {
         const r = await peer.request<DeleteReply>("store.delete", { hashes, gen }, { timeoutMs: 60_000 });
+        this.deleted += r.deleted.length;
         this.c.log.info("chunks deleted", { node, why, deleted: r.deleted.length, kept: r.kept.length });
       } catch (err) {
         this.c.log.warn("chunk delete failed", { node, err });

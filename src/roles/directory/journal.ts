@@ -4,6 +4,7 @@ import { DfsError } from "../../protocol/errors.js";
 import { logger, type Logger } from "../../log.js";
 import { syncDir } from "../durable-file.js";
 import { fileHeader, setBatchOffset } from "./journal-format.js";
+import { synced } from "../../fsyncs.js";
 
 /** A batch (one write + fsync) holds at most this many bytes, unless one record alone is larger. */
 const MAX_BATCH_BYTES = 16 * 1024 * 1024;
@@ -93,7 +94,7 @@ export class Journal {
       const fh = await fs.open(file, "w");
       try {
         await writeAll(fh, header);
-        await fh.sync();
+        await synced(fh.sync());
         await syncDir(path.dirname(file));
       } catch (err) {
         await fh.close();
@@ -184,7 +185,7 @@ export class Journal {
       const { data, waiters } = this.takeBatch();
       const results = await Promise.allSettled(this.copies.map(async (c) => {
         await writeAll(c.fh, data);
-        await c.fh.sync();
+        await synced(c.fh.sync());
       }));
       const failed = results.flatMap((r, i) => (r.status === "rejected" ? [{ copy: this.copies[i]!, err: r.reason as Error }] : []));
       if (failed.length === this.copies.length) {

@@ -6,6 +6,7 @@ import type { Logger } from "../../log.js";
 import { syncDir, writeSynced } from "../durable-file.js";
 import { JOURNAL_RE, journalName, type CopyState, type GenImage, type MetaImage } from "./meta-image.js";
 import { copySnapshot, removeSnapshotTemps, SNAPSHOT } from "./snapshot-file.js";
+import { synced } from "../../fsyncs.js";
 
 /*
  * Upkeep of metadata folders: the lock that keeps two processes out of one folder, the repairs that make
@@ -100,7 +101,7 @@ async function repairCopy(gen: GenImage, c: CopyState, aside: string): Promise<s
     const fh = await fs.open(c.file, "r+");
     try {
       await fh.truncate(want.length);
-      await fh.sync();
+      await synced(fh.sync());
     } finally {
       await fh.close();
     }

@@ -57,6 +57,8 @@ export interface MetaStoreStats {
   snapshots: number;
   /** Size of the current journal generation, including records not yet flushed. */
   journalBytes: number;
+  /** Size of the newest snapshot; null before the first. */
+  snapshotBytes: number | null;
   /** Folders still written. */
   dirs: string[];
 }
@@ -96,6 +98,7 @@ export async function openMetaStore<R>(init: MetaStoreInit<R>): Promise<MetaStor
       const last = img.gens.at(-1);
       const stats: JournalStats = { records: 0, fsyncs: 0 };
       const store = new Store<R>(db, init, log, dirs, img.baseGen, stats, release);
+      if (img.base) store.snapshotBytes = (await fs.stat(img.base.file)).size;
       // A journal of the old format is read, never appended to: the next generation starts in the new one.
       if (last?.format === 2) store.resume(last.gen, last.good.length);
       else store.start(last ? last.gen + 1 : img.baseGen);
@@ -142,12 +145,14 @@ class Store<R> implements MetaStore<R> {
     this.checkpointer = init.checkpointer ?? ((job) => buildCheckpoint(init, job, log.child("checkpoint")));
   }
 
+  snapshotBytes: number | null = null;
+
   get generation(): number {
     return this.gen;
   }
 
   get stats(): MetaStoreStats {
-    return { ...this.jstats, snapshots: this.snapshots, journalBytes: this.journal.bytes, dirs: [...this.live] };
+    return { ...this.jstats, snapshots: this.snapshots, journalBytes: this.journal.bytes, snapshotBytes: this.snapshotBytes, dirs: [...this.live] };
   }
 
   private journalOpts(after?: Promise<unknown>) {
@@ -235,6 +240,7 @@ class Store<R> implements MetaStore<R> {
       return this.snapshotFromMemory();
     }
     await this.installed(gen, dirs);
+    this.snapshotBytes = result.bytes;
     this.log.info("snapshot-written", {
       gen, bytes: result.bytes, records: result.records, ms: Math.round(result.ms),
       loopBlockedMs: blockedMs.toFixed(1), checkpointerPeakRss: result.peakRssBytes,
@@ -253,6 +259,7 @@ class Store<R> implements MetaStore<R> {
     const header = snapshotHeader(gen, data);
     for (const dir of dirs) await installSnapshot(dir, gen, [header, data]);
     await this.installed(gen, dirs);
+    this.snapshotBytes = header.length + data.length;
     this.log.warn("snapshot-written-from-memory", { gen, bytes: data.length, loopBlockedMs: blockedMs.toFixed(1) });
   }
 

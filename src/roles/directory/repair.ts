@@ -41,6 +41,8 @@ export interface RepairComponents {
  * under-replicated count that `status` shows.
  */
 export class Repairer {
+  /** Chunk copies made since start, for the metrics. */
+  copies = 0;
   private timer?: NodeJS.Timeout;
   private running = false;
   private again = false;
@@ -145,7 +147,9 @@ export class Repairer {
     await Promise.all([...work].map(async ([node, chunks]) => {
       this.c.log.info("repair copy", { target: node, chunks: chunks.length });
       try {
-        copied += (await src.copy(node, { gen, chunks })).copied;
+        const n = (await src.copy(node, { gen, chunks })).copied;
+        copied += n;
+        this.copies += n;
       } catch (err) {
         this.c.log.warn("repair copy failed", { target: node, err });
       }

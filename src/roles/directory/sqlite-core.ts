@@ -99,6 +99,10 @@ export async function openSqliteCore(components: { log: Logger; checkpointer?: C
       underReplicated: scan.under,
       scannedAt: scan.at === null ? null : new Date(scan.at).toISOString(),
     }),
+    activity: () => ({
+      repairCopies: repairer!.copies, gcDeleted: collector.deleted,
+      journalBytes: store.stats.journalBytes, snapshotBytes: store.stats.snapshotBytes,
+    }),
     lockUrl: () => nodes.lockUrl(),
     place: (b) => files.place(b),
     stored: (b, peer) => files.stored(b, peer),

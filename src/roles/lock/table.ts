@@ -66,6 +66,17 @@ export class LockTable {
 
   constructor(private readonly c: { log: Logger; directory: Upstream }) {}
 
+  /** Leases held here and claimants waiting, for the metrics. */
+  counts(): { held: number; waiting: number } {
+    let held = 0;
+    let waiting = 0;
+    for (const e of this.entries.values()) {
+      if (e.holder) held++;
+      waiting += e.waiters.length + (e.granting ? 1 : 0);
+    }
+    return { held, waiting };
+  }
+
   acquire(path: string, who: Claimant, waitMs: number): Promise<LockGrant> {
     const e = this.entries.get(path);
     const h = e?.holder;

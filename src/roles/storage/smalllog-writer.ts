@@ -5,6 +5,7 @@ import type { Logger } from "../../log.js";
 import { crashPoint } from "../../fault.js";
 import { syncDir, writeAt } from "../durable-file.js";
 import { SEGMENT_HEADER_BYTES, segmentHeader, segmentName } from "./smalllog-format.js";
+import { synced } from "../../fsyncs.js";
 
 /** A batch (one write + fdatasync) holds at most this many bytes, unless one record alone is larger. */
 const MAX_BATCH_BYTES = 4 * 1024 * 1024;
@@ -40,7 +41,7 @@ export async function createSegment(dir: string, seq: number): Promise<ActiveSeg
   const fh = await fs.open(path.join(dir, segmentName(seq)), "wx+", 0o644);
   try {
     await fh.write(segmentHeader(seq), 0, SEGMENT_HEADER_BYTES, 0);
-    await fh.sync();
+    await synced(fh.sync());
     await syncDir(dir);
   } catch (err) {
     await fh.close();
@@ -135,7 +136,7 @@ export class LogWriter {
       }
       crashPoint("smalllog-before-fsync");
       try {
-        await this.active.fh.datasync();
+        await synced(this.active.fh.datasync());
       } catch (err) {
         for (const w of waiters) w.reject(err as Error);
         this.fail(err as Error);

@@ -8,6 +8,7 @@ import {
   PUT, RECORD_HEADER_BYTES, SEGMENT_HEADER_BYTES, SEGMENT_NAME_RE, SMALL_CHUNK_MAX, encodePut, encodeTombstone, putProblem, scanSegment, segmentHeader, segmentName,
 } from "./smalllog-format.js";
 import { LogWriter, createSegment, type ActiveSegment, type LogWriterStats, type Placed } from "./smalllog-writer.js";
+import { synced } from "../../fsyncs.js";
 
 export interface SmallLogOptions {
   /** A segment is sealed, and the next started, once it would grow past this. Default 64 MiB. */
@@ -118,7 +119,7 @@ export class SmallLog {
       const fh = await fs.open(file, "r+");
       try {
         await fh.truncate(size);
-        await fh.sync();
+        await synced(fh.sync());
       } finally {
         await fh.close();
       }

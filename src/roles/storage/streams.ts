@@ -13,6 +13,7 @@ import { writeAt } from "../durable-file.js";
 import { Downstream } from "./forward.js";
 import type { DeleteGuard } from "./gens.js";
 import type { Reporter } from "./reporter.js";
+import { synced } from "../../fsyncs.js";
 
 type OpenBody = z.output<typeof storeSchemas.open>;
 type PieceBody = z.output<typeof storeSchemas.piece>;
@@ -182,7 +183,7 @@ export class Streams {
       }
       const downstream = s.down ? s.forwards.then(() => s.down!.close()) : Promise.resolve([]);
       await s.writes;
-      await s.file!.sync();
+      await synced(s.file!.sync());
       await s.file!.close();
       s.file = undefined;
       await this.c.chunks.adopt(hash, s.temp!);

@@ -130,6 +130,7 @@ export async function openPgCore(components: { log: Logger; peers: PeerPool }, i
         scannedAt: scan.has("scanned") ? new Date(scan.get("scanned")!).toISOString() : null,
       };
     }, READ),
+    activity: () => ({ repairCopies: repairer!.copies, gcDeleted: collector.deleted, journalBytes: null, snapshotBytes: null }),
     lockUrl: () => db.transact((tx) => nodes.lockUrl(tx), READ),
     place: (b) => files.place(b),
     stored: (b, peer) => files.stored(b, peer),

@@ -25,6 +25,8 @@ type Replicas = { hash: string; node: string }[];
  * leaves tombstones at a generation, and is sent with the runner's epoch.
  */
 export class PgCollector {
+  /** Chunk copies the storage nodes confirmed deleted since start, for the metrics. */
+  deleted = 0;
   private readonly tombstoneAgeMs: number;
 
   constructor(private readonly c: PgGcComponents, private readonly init: { graceMs: number }) {
@@ -94,6 +96,7 @@ export class PgCollector {
       // A node that cannot be reached keeps them; its next report shows them as leftovers, collected then.
       try {
         const r = await this.c.ask<DeleteReply>(node, "store.delete", { hashes, gen, epoch }, 60_000);
+        this.deleted += r.deleted.length;
         this.c.log.info("chunks deleted", { node, why, deleted: r.deleted.length, kept: r.kept.length });
       } catch (err) {
         this.c.log.warn("chunk delete failed", { node, err });

@@ -27,6 +27,8 @@ export class Metrics {
 
   constructor() {
     collectDefaultMetrics({ register: this.registry });
+    // Gauges that prom-client names like counters, which Prometheus's own checker rejects.
+    for (const name of ["nodejs_active_handles_total", "nodejs_active_requests_total", "nodejs_active_resources_total"]) this.registry.removeSingleMetric(name);
     this.requests = new Counter({
       name: "dfs_requests_total", help: "Requests this process answered, by message type and result code (OK or the error code)",
       labelNames: ["type", "code"], registers: [this.registry],

@@ -109,6 +109,18 @@ export class Proc {
     return this.url;
   }
 
+  /** The base address of the node's --http server, from its "http on" line. */
+  async http(timeoutMs = 60_000): Promise<string> {
+    const decided = new AbortController();
+    const m = await Promise.race([
+      waitFor(() => /http on (https?:\/\/\S+)/.exec(this.stdout), "http line", timeoutMs, 20, decided.signal),
+      this.exited.then((code) => {
+        throw new Error(`dfs ${this.args.join(" ")} exited with ${code} before serving http:\n${this.stderr}`);
+      }),
+    ]).finally(() => decided.abort());
+    return m[1]!;
+  }
+
   async kill(signal: NodeJS.Signals = "SIGKILL"): Promise<void> {
     if (this.alive) this.child.kill(signal);
     await this.exited;
@@ -191,6 +203,7 @@ export interface ClusterOptions {
   deadAfter?: number;
   replicas?: number;
   directoryArgs?: string[];
+  lockArgs?: string[];
   storageArgs?: (i: number) => string[];
   /**
    * The --directory list every node and client gets, made from the first directory's address (default: that
@@ -258,7 +271,7 @@ export class Cluster {
    */
   async startLock(opts: { name?: string; directory?: string } = {}): Promise<Proc> {
     const name = opts.name ?? "lock";
-    const p = spawnDfs(this.t, ["--role", "lock", "--port", "0", "--data", path.join(this.root, name), "--certs", this.certs, "--directory", opts.directory ?? this.directoryArg], this.opts.exec);
+    const p = spawnDfs(this.t, ["--role", "lock", "--port", "0", "--data", path.join(this.root, name), "--certs", this.certs, "--directory", opts.directory ?? this.directoryArg, ...(this.opts.lockArgs ?? [])], this.opts.exec);
     if (name === "lock") this.lock = p;
     await p.listening();
     return p;

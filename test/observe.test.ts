@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import test from "node:test";
 import { initCerts } from "../src/certs/generate.js";
+import type { FileInfo } from "../src/protocol/directory.js";
 import { runDfs, startCluster, tmpDir } from "./helpers/cluster.js";
 import { get, metric, parseMetrics, promtoolCheck } from "./helpers/scrape.js";
 
@@ -57,6 +58,23 @@ test("every role serves /metrics that promtool accepts, and its counters move wi
   assert.ok(storageDelta("dfs_fsync_duration_seconds_count") >= 2, "each copy was fsynced");
   assert.equal(urls.storage.reduce((sum, _, k) => sum + metric(after[2 + k]!.series, "dfs_storage_chunks"), 0), 2);
   assert.ok(metric(after[2]!.series, "dfs_storage_free_bytes") > 0);
+
+  // The API: what the page reads, and clear errors for bad input.
+  const json = async (p: string, status: number) => {
+    const r = await get(urls.directory + p);
+    assert.equal(r.status, status, `${p}: ${r.body}`);
+    return JSON.parse(r.body) as Record<string, unknown>;
+  };
+  assert.deepEqual(await json("/api/ls?prefix=/", 200), { prefix: "/", folders: ["/m/"], files: [], truncated: false });
+  const file = await json("/api/file?path=/m/a.bin", 200) as unknown as FileInfo;
+  assert.equal(file.sha256, createHash("sha256").update(data).digest("hex"));
+  assert.equal(file.chunks[0]!.replicas.length, 2);
+  assert.equal((await json("/api/file?path=/m/none", 404) as { error: { code: string } }).error.code, "NOT_FOUND");
+  assert.equal((await json("/api/ls?prefix=/&limit=lots", 400) as { error: { code: string } }).error.code, "BAD_REQUEST");
+  assert.equal((await json("/api/nothing", 404) as { error: { code: string } }).error.code, "NOT_FOUND");
+  const history = await json("/api/history", 200) as { intervalSeconds: number; samples: unknown[] };
+  assert.equal(history.intervalSeconds, 2);
+  assert.equal((await get(urls.lock + "/api/status")).status, 404, "only directories serve the API");
 });
 
 test("beyond loopback the page and API need a client certificate of the cluster CA or the token; /metrics too unless opened", async (t) => {

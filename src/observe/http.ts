@@ -89,7 +89,12 @@ function authorized(req: IncomingMessage, token: Buffer | undefined): boolean {
 }
 
 async function serve(init: HttpInit, req: IncomingMessage, res: ServerResponse, open: boolean, token: Buffer | undefined): Promise<void> {
-  const url = new URL(req.url ?? "/", "http://node");
+  let url: URL;
+  try {
+    url = new URL(req.url ?? "/", "http://node");
+  } catch {
+    return sendError(res, 400, "BAD_REQUEST", "malformed request path");
+  }
   if (req.method !== "GET" && req.method !== "HEAD") {
     res.setHeader("Allow", "GET, HEAD");
     return sendError(res, 405, "BAD_REQUEST", `${req.method} is not served here; use GET`);

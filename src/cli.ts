@@ -74,7 +74,7 @@ export function buildProgram(): Command {
     .option("--cache <dir>", "client cache folder (default ~/.cache/dfs)")
     .option("--cache-size <bytes>", "client cache bound", int("--cache-size", 0))
     .option("--http <host:port>", "serve Prometheus /metrics here, and on a directory the status page and /api/status (off by default; beyond loopback: HTTPS, and the page needs a client certificate or the token)", httpAddress)
-    .option("--http-token-file <file>", "file with a bearer token that opens the status page and API without a client certificate (with --http)")
+    .option("--http-token-file <file>", "file with a token that opens the status page and API without a client certificate: a browser's password or a bearer token (with --http)")
     .option("--http-metrics-open", "serve /metrics without a certificate or token even beyond loopback, as Prometheus setups expect (with --http)")
     .addOption(new Option("--log-level <level>", "debug, info, warn, error or silent").choices(["debug", "info", "warn", "error", "silent"]))
     .argument("[command...]", "client command (with --role client); none = interactive")

@@ -104,6 +104,11 @@ test("beyond loopback the page and API need a client certificate of the cluster 
   const byToken = await get(dirBase + "/api/status", { tls: { ca }, headers: { authorization: `Bearer ${token}` } });
   assert.equal(byToken.status, 200);
   assert.equal((JSON.parse(byToken.body) as { nodes: unknown[] }).nodes.length, 2);
+  const basic = (password: string) => ({ authorization: `Basic ${Buffer.from(`admin:${password}`).toString("base64")}` });
+  const denied = await get(dirBase + "/", { tls: { ca } });
+  assert.match(denied.headers["www-authenticate"] ?? "", /^Basic /, "a browser is asked for the token");
+  assert.equal((await get(dirBase + "/", { tls: { ca }, headers: basic(token + "x") })).status, 401);
+  assert.equal((await get(dirBase + "/api/status", { tls: { ca }, headers: basic(token) })).status, 200, "the token as a browser's password");
   const page = await get(dirBase + "/", { tls: client });
   assert.equal(page.status, 200);
   assert.match(page.body, /<html|<!doctype html/i);

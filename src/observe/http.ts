@@ -80,11 +80,16 @@ function readToken(file: string): Buffer {
   return Buffer.from(text);
 }
 
+/**
+ * A client certificate of the cluster CA, or the token: as a bearer token (scripts), or as the password of
+ * HTTP Basic authentication with any user name, which is what a browser can be made to send.
+ */
 function authorized(req: IncomingMessage, token: Buffer | undefined): boolean {
   if ((req.socket as TLSSocket).authorized === true) return true;
-  const m = /^Bearer (\S+)$/.exec(req.headers.authorization ?? "");
-  if (!token || !m) return false;
-  const given = Buffer.from(m[1]!);
+  if (!token) return false;
+  const m = /^(Bearer|Basic) (\S+)$/i.exec(req.headers.authorization ?? "");
+  if (!m) return false;
+  const given = Buffer.from(m[1]!.toLowerCase() === "bearer" ? m[2]! : Buffer.from(m[2]!, "base64").toString("utf8").replace(/^[^:]*:/, ""));
   return given.length === token.length && timingSafeEqual(given, token);
 }
 
@@ -101,7 +106,8 @@ async function serve(init: HttpInit, req: IncomingMessage, res: ServerResponse, 
   }
   const isMetrics = url.pathname === "/metrics";
   if (!open && !(isMetrics && init.metricsOpen) && !authorized(req, token)) {
-    res.setHeader("WWW-Authenticate", 'Bearer realm="dfs"');
+    // With a token, browsers are asked for it (any user name, the token as password).
+    if (token) res.setHeader("WWW-Authenticate", 'Basic realm="dfs", charset="UTF-8"');
     return sendError(res, 401, "FORBIDDEN", "a client certificate of the cluster CA or the bearer token is needed");
   }
   if (isMetrics) return send(res, 200, init.metrics.contentType, await init.metrics.text());

@@ -4,6 +4,7 @@ import http from "node:http";
 
 export interface Response {
   status: number;
+  headers: http.IncomingHttpHeaders;
   body: string;
 }
 
@@ -13,7 +14,7 @@ export function get(url: string, opts: { tls?: { ca: string; cert?: string; key?
     const mod = url.startsWith("https:") ? https : http;
     const req = mod.get(url, { ...opts.tls, headers: opts.headers, timeout: 10_000 }, (res) => {
       let body = "";
-      res.setEncoding("utf8").on("data", (d: string) => (body += d)).on("end", () => resolve({ status: res.statusCode ?? 0, body }));
+      res.setEncoding("utf8").on("data", (d: string) => (body += d)).on("end", () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
     });
     req.on("timeout", () => req.destroy(new Error(`GET ${url} timed out`)));
     req.on("error", reject);

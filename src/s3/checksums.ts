@@ -1,4 +1,5 @@
 import { createHash } from "node:crypto";
+import { endianness } from "node:os";
 import { crc32 } from "node:zlib";
 import { S3AuthError } from "./errors.js";
 
@@ -35,34 +36,90 @@ function be32(n: number): Buffer {
   return b;
 }
 
-// CRC-32C (Castagnoli, reflected 0x82F63B78) has no node: implementation, so it is table-driven here.
-const CRC32C_TABLE = (() => {
-  const t = new Uint32Array(256);
-  for (let i = 0; i < 256; i++) {
-    let c = i;
-    for (let k = 0; k < 8; k++) c = c & 1 ? (c >>> 1) ^ 0x82f63b78 : c >>> 1;
-    t[i] = c >>> 0;
-  }
-  return t;
-})();
-
-// CRC-64/NVME (reflected 0x9A6C9329AC4BC9B5), kept as two 32-bit halves so no BigInt runs per byte.
-const CRC64_HI = new Uint32Array(256);
-const CRC64_LO = new Uint32Array(256);
-for (let i = 0; i < 256; i++) {
+// CRC-32C (Castagnoli, reflected 0x82F63B78) and CRC-64/NVME (reflected 0x9A6C9329AC4BC9B5) have no node:
+// implementation. Both are table-driven eight bytes at a time (slicing-by-8): table k holds a byte's CRC followed by
+// k zero bytes. The 64-bit one is kept as two 32-bit halves so no BigInt runs per byte. Running values stay in
+// locals and in int32 range: a number rewritten per byte in a closure would be boxed per byte.
+const C32 = new Int32Array(8 * 256);
+const H64 = new Int32Array(8 * 256);
+const L64 = new Int32Array(8 * 256);
+for (let n = 0; n < 256; n++) {
+  let c = n;
   let hi = 0;
-  let lo = i;
+  let lo = n;
   for (let k = 0; k < 8; k++) {
+    c = c & 1 ? (c >>> 1) ^ 0x82f63b78 : c >>> 1;
     const lsb = lo & 1;
-    lo = ((lo >>> 1) | ((hi & 1) << 31)) >>> 0;
+    lo = (lo >>> 1) | (hi << 31);
     hi = hi >>> 1;
     if (lsb) {
-      hi = (hi ^ 0x9a6c9329) >>> 0;
-      lo = (lo ^ 0xac4bc9b5) >>> 0;
+      hi ^= 0x9a6c9329;
+      lo ^= 0xac4bc9b5;
     }
   }
-  CRC64_HI[i] = hi;
-  CRC64_LO[i] = lo;
+  C32[n] = c;
+  H64[n] = hi;
+  L64[n] = lo;
+}
+for (let t = 256; t < 8 * 256; t++) {
+  const c = C32[t - 256]!;
+  C32[t] = (c >>> 8) ^ C32[c & 0xff]!;
+  const hi = H64[t - 256]!;
+  const lo = L64[t - 256]!;
+  L64[t] = ((lo >>> 8) | (hi << 24)) ^ L64[lo & 0xff]!;
+  H64[t] = (hi >>> 8) ^ H64[lo & 0xff]!;
+}
+
+// Eight bytes are read as two little-endian int32 words: reading a Buffer byte by byte is what makes a JavaScript CRC
+// slow. Words must be aligned, so a head is done byte by byte; a big-endian host does everything byte by byte.
+const LITTLE_ENDIAN = endianness() === "LE";
+const NO_WORDS = new Int32Array(0);
+
+function words(d: Buffer, from: number): Int32Array {
+  const n = LITTLE_ENDIAN ? (d.length - from) >> 3 : 0;
+  // A short piece may never reach alignment, and the view would refuse its offset even for no words.
+  return n === 0 ? NO_WORDS : new Int32Array(d.buffer, d.byteOffset + from, n * 2);
+}
+
+function crc32c(c: number, d: Buffer): number {
+  let i = 0;
+  for (; i < d.length && (d.byteOffset + i) & 3; i++) c = C32[(c ^ d[i]!) & 0xff]! ^ (c >>> 8);
+  const w = words(d, i);
+  for (let j = 0; j < w.length; j += 2) {
+    c ^= w[j]!;
+    const e = w[j + 1]!;
+    c =
+      C32[1792 + (c & 0xff)]! ^ C32[1536 + ((c >>> 8) & 0xff)]! ^ C32[1280 + ((c >>> 16) & 0xff)]! ^ C32[1024 + (c >>> 24)]! ^
+      C32[768 + (e & 0xff)]! ^ C32[512 + ((e >>> 8) & 0xff)]! ^ C32[256 + ((e >>> 16) & 0xff)]! ^ C32[e >>> 24]!;
+  }
+  for (i += w.length * 4; i < d.length; i++) c = C32[(c ^ d[i]!) & 0xff]! ^ (c >>> 8);
+  return c;
+}
+
+function crc64nvme(state: Int32Array, d: Buffer): void {
+  let hi = state[0]!;
+  let lo = state[1]!;
+  const byte = (x: number) => {
+    const t = (lo ^ x) & 0xff;
+    lo = ((lo >>> 8) | (hi << 24)) ^ L64[t]!;
+    hi = (hi >>> 8) ^ H64[t]!;
+  };
+  let i = 0;
+  for (; i < d.length && (d.byteOffset + i) & 3; i++) byte(d[i]!);
+  const w = words(d, i);
+  for (let j = 0; j < w.length; j += 2) {
+    const a = lo ^ w[j]!;
+    const b = hi ^ w[j + 1]!;
+    hi =
+      H64[1792 + (a & 0xff)]! ^ H64[1536 + ((a >>> 8) & 0xff)]! ^ H64[1280 + ((a >>> 16) & 0xff)]! ^ H64[1024 + (a >>> 24)]! ^
+      H64[768 + (b & 0xff)]! ^ H64[512 + ((b >>> 8) & 0xff)]! ^ H64[256 + ((b >>> 16) & 0xff)]! ^ H64[b >>> 24]!;
+    lo =
+      L64[1792 + (a & 0xff)]! ^ L64[1536 + ((a >>> 8) & 0xff)]! ^ L64[1280 + ((a >>> 16) & 0xff)]! ^ L64[1024 + (a >>> 24)]! ^
+      L64[768 + (b & 0xff)]! ^ L64[512 + ((b >>> 8) & 0xff)]! ^ L64[256 + ((b >>> 16) & 0xff)]! ^ L64[b >>> 24]!;
+  }
+  for (i += w.length * 4; i < d.length; i++) byte(d[i]!);
+  state[0] = hi;
+  state[1] = lo;
 }
 
 export function createDigest(alg: ChecksumAlgorithm | "md5"): Digest {
@@ -72,27 +129,12 @@ export function createDigest(alg: ChecksumAlgorithm | "md5"): Digest {
       return { update: (d) => void (c = crc32(d, c)), digest: () => be32(c).toString("base64") };
     }
     case "crc32c": {
-      let c = 0xffffffff;
-      return {
-        update: (d) => {
-          for (let i = 0; i < d.length; i++) c = CRC32C_TABLE[(c ^ d[i]!) & 0xff]! ^ (c >>> 8);
-        },
-        digest: () => be32(~c).toString("base64"),
-      };
+      let c = -1;
+      return { update: (d) => void (c = crc32c(c, d)), digest: () => be32(~c).toString("base64") };
     }
     case "crc64nvme": {
-      let hi = 0xffffffff;
-      let lo = 0xffffffff;
-      return {
-        update: (d) => {
-          for (let i = 0; i < d.length; i++) {
-            const x = (lo ^ d[i]!) & 0xff;
-            lo = (((lo >>> 8) | (hi << 24)) ^ CRC64_LO[x]!) >>> 0;
-            hi = ((hi >>> 8) ^ CRC64_HI[x]!) >>> 0;
-          }
-        },
-        digest: () => Buffer.concat([be32(~hi), be32(~lo)]).toString("base64"),
-      };
+      const state = new Int32Array([-1, -1]);
+      return { update: (d) => crc64nvme(state, d), digest: () => Buffer.concat([be32(~state[0]!), be32(~state[1]!)]).toString("base64") };
     }
     default: {
       const h = createHash(alg);

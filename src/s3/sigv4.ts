@@ -1,3 +1,11 @@
+/**
+ * AWS Signature Version 4 for the S3 gateway, self-contained (node: built-ins only).
+ *
+ * Use: `const v = await verifySigV4(req, lookup)`; act on `v.query` (the parameters as signed); if the request has
+ * a body, read it through `bodyVerifier(v, req)` and commit the object only once that stream has ended without
+ * error, since bytes flow on before the checks at the end. An aws-chunked body comes out decoded; the stored
+ * Content-Encoding should drop "aws-chunked". Every refusal is an S3AuthError carrying S3's code and status.
+ */
 import { createHash, createHmac, timingSafeEqual } from "node:crypto";
 import { S3AuthError } from "./errors.js";
 

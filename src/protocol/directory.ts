@@ -65,7 +65,7 @@ export const dirSchemas = {
     session: sessionId.optional(),
   }),
   lookup: z.object({ path: remotePath }),
-  list: z.object({ prefix: z.string().max(4096).default("/"), limit: count.max(100_000).default(10_000) }),
+  list: z.object({ prefix: z.string().max(4096).default("/"), limit: count.max(100_000).default(10_000), after: z.string().max(4096).optional() }),
   remove: z.object({ path: remotePath, token: count.optional(), session: sessionId.optional() }),
   move: z.object({
     from: remotePath,

@@ -33,7 +33,7 @@ export interface DirectoryInit {
 /** What the status page and the metrics read: the answers clients get, without a connection. */
 export interface DirectoryView {
   status(): Promise<StatusReply>;
-  list(prefix: string, limit: number): Promise<ListEntry[]>;
+  list(prefix: string, limit: number, after?: string): Promise<ListEntry[]>;
   lookup(path: string): Promise<FileInfo>;
   /** Since start: the activity of the back end, plus bytes of files committed and of files clients looked up to read. */
   activity(): DirectoryActivity & { writtenBytes: number; readBytes: number };
@@ -117,7 +117,7 @@ export async function createDirectory(
     "dir.stored": handler(["storage", "directory"], dirSchemas.stored, (b, peer) => answer(core.stored(b, peer))),
     "dir.commit": handler(CLIENTS, dirSchemas.commit, (b) => later(commit(b))),
     "dir.lookup": handler(ALL, dirSchemas.lookup, (b, peer) => later(lookup(b.path, peer))),
-    "dir.list": handler(ALL, dirSchemas.list, (b) => later(core.list(b.prefix, b.limit).then((entries) => ({ entries })))),
+    "dir.list": handler(ALL, dirSchemas.list, (b) => later(core.list(b.prefix, b.limit, b.after).then((entries) => ({ entries })))),
     "dir.remove": handler(CLIENTS, dirSchemas.remove, (b) => done(core.remove(b))),
     "dir.move": handler(CLIENTS, dirSchemas.move, (b) => done(core.move(b))),
     // Checking with the node may take a while; the mailbox goes on meanwhile.

@@ -151,6 +151,11 @@ export class DfsClient {
     return (await this.dir<{ entries: ListEntry[] }>("dir.list", { prefix })).entries;
   }
 
+  /** One page of the files under `prefix` in byte order: at most `limit`, from the first past `after`. */
+  async listPage(prefix: string, opts: { after?: string; limit?: number } = {}): Promise<ListEntry[]> {
+    return (await this.dir<{ entries: ListEntry[] }>("dir.list", { prefix, ...opts })).entries;
+  }
+
   /** Takes the write lock on `remote` and keeps it until unlock (or the end of the session). */
   lock(remote: string, opts: { waitMs?: number } = {}): Promise<Lease> {
     return this.locks.acquire(normalizePath(remote), { waitMs: opts.waitMs ?? 0, explicit: true });

@@ -41,7 +41,8 @@ export interface DirectoryCore {
   stored(b: StoredBody, peer: Peer): Awaitable<StoredReply>;
   commit(b: CommitBody): Promise<CommitReply>;
   lookup(path: string): Promise<FileInfo>;
-  list(prefix: string, limit: number): Promise<ListEntry[]>;
+  /** Files under `prefix` in byte order, from the first one past `after`. */
+  list(prefix: string, limit: number, after?: string): Promise<ListEntry[]>;
   remove(b: { path: string; token?: number; session?: string }): Promise<void>;
   move(b: { from: string; to: string; fromToken?: number; toToken?: number; session?: string }): Promise<void>;
   /** A replica reported bad: dropped once the node itself says so (or confirms it when asked). */

@@ -2,6 +2,7 @@ import type { Database } from "sql.js";
 import type { FileInfo, ListEntry } from "../../protocol/directory.js";
 import { DfsError } from "../../protocol/errors.js";
 import type { NodeTable } from "./nodes.js";
+import { LAST_CHAR } from "./rules.js";
 import { metaNumber } from "./schema.js";
 import { all, get } from "./sql.js";
 
@@ -32,11 +33,11 @@ export class Namespace {
     return r ? Number(r[0]) : 0;
   }
 
-  list(prefix: string, limit: number): ListEntry[] {
+  list(prefix: string, limit: number, after = ""): ListEntry[] {
     const p = prefix.startsWith("/") ? prefix : "/" + prefix;
     // Range scan on the primary key instead of LIKE, which would treat % and _ in names as wildcards.
-    const rows = all(this.db, "SELECT path, size, version, mtime FROM files WHERE path >= ? AND path < ? ORDER BY path LIMIT ?", [
-      p, p + "\uffff", limit,
+    const rows = all(this.db, "SELECT path, size, version, mtime FROM files WHERE path >= ? AND path < ? AND path > ? ORDER BY path LIMIT ?", [
+      p, p + LAST_CHAR, after, limit,
     ]);
     return rows.map(([path, size, version, mtime]) => ({
       path: String(path), size: Number(size), version: Number(version), mtime: Number(mtime),

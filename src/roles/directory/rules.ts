@@ -88,3 +88,6 @@ export async function confirmedBad(log: Logger, b: { hash: string; node: string;
   log.warn("bad replica confirmed", { hash: b.hash, node: b.node, state, reason: b.reason });
   return true;
 }
+
+/** Sorts after every character in byte (code point) order, as both back ends compare paths: the end of a prefix's range. */
+export const LAST_CHAR = "\u{10FFFF}";

@@ -108,7 +108,7 @@ export async function openSqliteCore(components: { log: Logger; checkpointer?: C
     stored: (b, peer) => files.stored(b, peer),
     commit: (b) => files.commit(b),
     lookup: (p) => settled(ns.lookup(p)),
-    list: (prefix, limit) => settled(ns.list(prefix, limit)),
+    list: (prefix, limit, after) => settled(ns.list(prefix, limit, after)),
     remove: (b) => files.remove(b),
     move: (b) => files.move(b),
     badReplica(b, peer) {

@@ -136,7 +136,7 @@ export async function openPgCore(components: { log: Logger; peers: PeerPool }, i
     stored: (b, peer) => files.stored(b, peer),
     commit: (b) => files.commit(b),
     lookup: (path) => files.lookup(path),
-    list: (prefix, limit) => files.list(prefix, limit),
+    list: (prefix, limit, after) => files.list(prefix, limit, after),
     remove: (b) => files.remove(b),
     move: (b) => files.move(b),
     badReplica: (b, peer) => members.badReplica(b, peer),

@@ -7,7 +7,7 @@ import type { PostgresBackend } from "../../../metadata/postgres.js";
 import type { Tx } from "../../../metadata/tx.js";
 import type { Peer } from "../../../transport/actor.js";
 import { notEnoughNodes, pickTargets } from "../placement.js";
-import { chunksGone, noSuchFile, targetExists, tooFewCopies, versionConflict } from "../rules.js";
+import { chunksGone, LAST_CHAR, noSuchFile, targetExists, tooFewCopies, versionConflict } from "../rules.js";
 import { fence, type Lease } from "../leases.js";
 import type { PgLeases } from "./leases.js";
 import { NOW_MS, type PgNodes } from "./nodes.js";
@@ -199,13 +199,13 @@ export class PgFiles {
     }, READ);
   }
 
-  list(prefix: string, limit: number): Promise<ListEntry[]> {
+  list(prefix: string, limit: number, after = ""): Promise<ListEntry[]> {
     const p = prefix.startsWith("/") ? prefix : "/" + prefix;
     return this.db.transact(async (tx) => {
       // Byte order (COLLATE "C"), as the embedded store lists: the database's own collation varies by installation.
       const rows = await tx.all(
-        `SELECT path, size, version, mtime FROM files WHERE path COLLATE "C" >= ? AND path COLLATE "C" < ? ORDER BY path COLLATE "C" LIMIT ?`,
-        [p, p + "\uffff", limit],
+        `SELECT path, size, version, mtime FROM files WHERE path COLLATE "C" >= ? AND path COLLATE "C" < ? AND path COLLATE "C" > ? ORDER BY path COLLATE "C" LIMIT ?`,
+        [p, p + LAST_CHAR, after, limit],
       );
       return rows.map(([path, size, version, mtime]) => ({ path: String(path), size: Number(size), version: Number(version), mtime: Number(mtime) }));
     }, READ);

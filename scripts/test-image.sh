@@ -13,6 +13,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PROJECT=dfs-image-test
+# Podman's images, containers and volumes for this test live apart from any other use of Podman on
+# the machine, so that cleaning up, images included, touches nothing else.
+STORE=/var/lib/dfs-image-test
+RUNROOT=/run/dfs-image-test
 PACKAGES=(podman runc crun conmon netavark aardvark-dns iptables uidmap fuse-overlayfs slirp4netns docker-compose debootstrap)
 DEBIAN_IMAGE=docker.io/library/debian:bookworm-slim
 NODE_IMAGE=docker.io/library/node:20-bookworm-slim
@@ -95,15 +99,26 @@ ensure_packages() {
 configure_engine() {
   # runc rather than crun: crun 1.8 refuses hosts whose cgroups are in hybrid (v1 and v2) mode.
   # Fixed limits: raising the open-file limit to podman's default fails where root lacks
-  # CAP_SYS_RESOURCE, as in some sandboxed CI machines.
-  cat >"$work/containers.conf" <<'EOF'
+  # CAP_SYS_RESOURCE, as in some sandboxed CI machines. netavark named, as Debian's podman also
+  # ships a CNI configuration whose plugins are not installed.
+  cat >"$work/containers.conf" <<EOF
 [containers]
 default_ulimits = ["nofile=20000:20000", "nproc=4096:4096"]
 
+[network]
+network_backend = "netavark"
+
 [engine]
 runtime = "runc"
+tmp_dir = "$RUNROOT/libpod"
 EOF
-  export CONTAINERS_CONF="$work/containers.conf"
+  cat >"$work/storage.conf" <<EOF
+[storage]
+driver = "overlay"
+graphroot = "$STORE/storage"
+runroot = "$RUNROOT/storage"
+EOF
+  export CONTAINERS_CONF="$work/containers.conf" CONTAINERS_STORAGE_CONF="$work/storage.conf"
 }
 
 debian_mirror() {
@@ -291,9 +306,10 @@ teardown() {
     kill "$service_pid" 2>/dev/null || true
     wait "$service_pid" 2>/dev/null || true
   fi
-  if [ "$remove_images" = 1 ] && command -v podman >/dev/null; then
-    podman rmi -f "$DFS_IMAGE" "$NODE_IMAGE" "$DEBIAN_IMAGE" >/dev/null 2>&1 || true
-    podman image prune -f >/dev/null 2>&1 || true
+  if [ "$remove_images" = 1 ] && [ -n "${CONTAINERS_STORAGE_CONF:-}" ]; then
+    # Only this test's own store (see STORE): its images and their build cache.
+    podman system reset --force >/dev/null 2>&1 && rm -rf "$STORE" "$RUNROOT" ||
+      echo "test-image: warning: removing the images failed" >&2
   fi
 }
 

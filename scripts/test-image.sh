@@ -207,6 +207,7 @@ client() {
 }
 
 # Prints "NAME=STATE" for every node in status --json, NAME being the host of its URL.
+# shellcheck disable=SC2016 # JavaScript in single quotes
 node_states() {
   client status --json </dev/null | node -e '
     let s = "";
@@ -246,6 +247,7 @@ check_read() {
 }
 
 # The storage node holding the most chunks of the file: killing it takes away the most copies.
+# shellcheck disable=SC2016 # JavaScript in single quotes
 busiest_holder() {
   client stat "$FILE" --json </dev/null | node -e '
     let s = "";
@@ -280,6 +282,7 @@ test_files() {
 }
 
 # remove_labelled LIST-COMMAND REMOVE-COMMAND: removes whatever of this project LIST-COMMAND lists.
+# shellcheck disable=SC2086 # the commands and the ids are split into words on purpose
 remove_labelled() {
   local ids
   ids=$(podman $1 -q --filter "label=com.docker.compose.project=$PROJECT" 2>/dev/null) || return 0

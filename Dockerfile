@@ -7,6 +7,9 @@
 FROM node:20-bookworm-slim AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
+# npm ci's postinstall (patch-package) applies these to node_modules; without them the executable
+# would bundle the unpatched dependencies.
+COPY patches ./patches
 RUN npm ci
 COPY tsconfig.json ./
 COPY scripts ./scripts

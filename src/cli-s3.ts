@@ -70,7 +70,7 @@ export function addS3Commands(program: Command): void {
       out(o.json ? JSON.stringify({ keys: list }) : formatS3Keys(list));
     });
   withConnection(keys.command("remove"))
-    .description("remove an access key: requests signed with it are refused from then on")
+    .description("remove an access key: the directory forgets it, and the gateway with it")
     .argument("<id>", "the key's id")
     .action(async (id: string, o: Connection) => {
       await withClient(program, o, (c) => c.s3Keys.remove(id));

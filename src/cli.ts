@@ -5,6 +5,7 @@ import { loadCerts, ROLES, type Role } from "./certs/load.js";
 import { DfsError, toDfsError } from "./protocol/errors.js";
 import { logger, setLogLevel, setLogSink, type LogLevel } from "./log.js";
 import { CHECKPOINT_COMMAND, runCheckpointCommand } from "./checkpointer.js";
+import { addS3Commands } from "./cli-s3.js";
 import { metaDirsOf, parseDirectoryUrls, parseRoles, startNode, type ServerRole } from "./host.js";
 import type { MigrateReport } from "./metadata/migrate-directory.js";
 import { parseMetadataOption } from "./metadata/option.js";
@@ -92,6 +93,7 @@ Examples:
   dfs metadata migrate --from ./data --to postgres://dfs@db1/dfs
                                                   copy a stopped directory's metadata into PostgreSQL
   dfs --role client write /docs/a.txt a.txt       store a file
+  dfs s3 keys add --bucket photos                 an access key for the S3 gateway, for one bucket
   dfs --role client                               interactive client (type help)
   dfs local                                       a whole cluster in one process, with the client`)
     .action(async (command: string[], o) => {
@@ -220,6 +222,7 @@ on PostgreSQL yet; this prepares the database for it.`)
       const code = await runLocal({ storage: o.storage, dataDir: o.data, replicas: o.replicas, command, http: o.http || undefined });
       process.exit(code);
     });
+  addS3Commands(program);
   return program;
 }
 

@@ -146,13 +146,13 @@ async function insertRows(tx: Tx, table: DirectoryTable, rows: Param[][]): Promi
   await tx.run(`INSERT INTO ${table}(${cols.join(", ")}) VALUES ${rows.map(() => one).join(", ")}`, rows.flat());
 }
 
-/** Reads the copy back: row counts, `meta` exactly, the cluster id, the namespace hash. Answers the hash. */
+/** Reads the copy back: row counts, `meta` and `s3keys` exactly, the cluster id, the namespace hash. Answers the hash. */
 async function check(db: Database, pg: PostgresBackend, meta: Param[][], copied: Record<DirectoryTable, number>, cluster: string): Promise<string> {
   const mismatch = (what: string) => new DfsError("CORRUPT", `the copy in ${pg.url} does not match the source: ${what}`);
   const target = await pg.transact(async (tx) => {
     const counts: Record<string, number> = {};
     for (const t of DIRECTORY_TABLES) counts[t] = Number((await tx.get(`SELECT count(*) FROM ${t}`))![0]);
-    return { counts, meta: await tx.all("SELECT key, num, txt FROM meta ORDER BY key") };
+    return { counts, meta: await tx.all("SELECT key, num, txt FROM meta ORDER BY key"), keys: await tx.all(`SELECT ${KEY_COLUMNS} FROM s3keys`) };
   });
   for (const t of DIRECTORY_TABLES) {
     const want = t === "meta" ? meta.length : sourceCount(db, t);
@@ -162,6 +162,11 @@ async function check(db: Database, pg: PostgresBackend, meta: Param[][], copied:
   const wantMeta = [...meta, ["schema_version", DIRECTORY_SCHEMA_VERSION, null]].map((r) => JSON.stringify(r)).sort();
   const gotMeta = target.meta.map((r) => JSON.stringify(r)).sort();
   if (JSON.stringify(wantMeta) !== JSON.stringify(gotMeta)) throw mismatch(`meta holds ${gotMeta.join(" ")}, the source ${wantMeta.join(" ")}`);
+  const rowsText = (rows: unknown[][]) => rows.map((r) => JSON.stringify(r.map((v) => (typeof v === "number" ? String(v) : v)))).sort();
+  const wantKeys = rowsText(all(db, `SELECT ${KEY_COLUMNS} FROM s3keys`));
+  const gotKeys = rowsText(target.keys);
+  // Ids only: the secrets are no one's business, not even in an error message.
+  if (JSON.stringify(wantKeys) !== JSON.stringify(gotKeys)) throw mismatch(`the S3 access keys differ (${keyIds(gotKeys)}; the source ${keyIds(wantKeys)})`);
   const got = target.meta.find((r) => r[0] === "cluster")?.[2];
   if (got !== cluster) throw mismatch(`cluster id ${String(got)}, the source ${cluster}`);
   const source = sqliteNamespaceHash(db);
@@ -170,9 +175,12 @@ async function check(db: Database, pg: PostgresBackend, meta: Param[][], copied:
   return copy;
 }
 
+const KEY_COLUMNS = "id, secret, buckets, created";
+const keyIds = (rows: string[]) => rows.map((r) => (JSON.parse(r) as string[])[0]).join(" ") || "none";
+
 /** {@link namespaceHash} of a sql.js directory database. */
 export function sqliteNamespaceHash(db: Database): string {
-  return namespaceHash(all(db, "SELECT path, version, size, sha256, chunks FROM files") as NamespaceRow[]);
+  return namespaceHash(all(db, "SELECT path, version, size, sha256, chunks, meta FROM files") as NamespaceRow[]);
 }
 
 /** {@link namespaceHash} of the `files` table in PostgreSQL, read in pages of `page` rows, one transaction each. */
@@ -183,8 +191,8 @@ export async function pgNamespaceHash(pg: PostgresBackend, page = 5000): Promise
     // Keyset paging in the database's own order, which is consistent with itself; the hash sorts anew.
     const got = await pg.transact((tx) =>
       last === undefined
-        ? tx.all("SELECT path, version, size, sha256, chunks FROM files ORDER BY path LIMIT ?", [page])
-        : tx.all("SELECT path, version, size, sha256, chunks FROM files WHERE path > ? ORDER BY path LIMIT ?", [last, page]),
+        ? tx.all("SELECT path, version, size, sha256, chunks, meta FROM files ORDER BY path LIMIT ?", [page])
+        : tx.all("SELECT path, version, size, sha256, chunks, meta FROM files WHERE path > ? ORDER BY path LIMIT ?", [last, page]),
     );
     rows.push(...(got as NamespaceRow[]));
     if (got.length < page) return namespaceHash(rows);

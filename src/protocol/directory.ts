@@ -1,5 +1,7 @@
 import { z } from "zod";
 import { bytes, count, nodeUrl, remotePath, sha256Hex } from "./common.js";
+import { fileMeta, type FileMeta } from "./file-meta.js";
+import { s3KeySchemas } from "./s3keys.js";
 
 /** Random per-process id of a client; it proves who holds a lease, so it is long enough not to be guessed. */
 export const sessionId = z.string().regex(/^[A-Za-z0-9_-]{16,64}$/, "session must be 16-64 letters, digits, _ or -");
@@ -57,6 +59,8 @@ export const dirSchemas = {
           token: count.optional(),
           /** Version the writer started from (0 = the file must not exist); absent = overwrite whatever is there. */
           baseVersion: count.optional(),
+          /** Kept with this version, replacing the previous version's; absent or empty = none. */
+          meta: fileMeta.optional(),
         }),
       )
       .min(1)
@@ -65,7 +69,14 @@ export const dirSchemas = {
     session: sessionId.optional(),
   }),
   lookup: z.object({ path: remotePath }),
-  list: z.object({ prefix: z.string().max(4096).default("/"), limit: count.max(100_000).default(10_000), after: z.string().max(4096).optional() }),
+  list: z.object({
+    prefix: z.string().max(4096).default("/"),
+    limit: count.max(100_000).default(10_000),
+    /** Only paths after this one (byte order): the next page of a listing. */
+    after: z.string().max(4096).optional(),
+    /** Each entry's `meta` too; off by default, so that a plain listing stays small. */
+    meta: z.boolean().default(false),
+  }),
   remove: z.object({ path: remotePath, token: count.optional(), session: sessionId.optional() }),
   move: z.object({
     from: remotePath,
@@ -88,6 +99,7 @@ export const dirSchemas = {
    * release the lock service cannot vouch for (it never granted the lease): it must be that session's lease.
    */
   unlease: z.object({ path: remotePath, token: count, session: sessionId.optional() }),
+  ...s3KeySchemas,
 } as const;
 
 export type RegisterBody = z.output<typeof dirSchemas.register>;
@@ -184,6 +196,8 @@ export interface FileInfo {
   sha256: string;
   mtime: number;
   chunks: { hash: string; size: number; replicas: Replica[] }[];
+  /** What the commit of this version carried; absent when none. */
+  meta?: FileMeta;
 }
 
 export interface ListEntry {
@@ -191,6 +205,8 @@ export interface ListEntry {
   size: number;
   version: number;
   mtime: number;
+  /** Only when the listing asked for it (`meta: true`), and the version has any. */
+  meta?: FileMeta;
 }
 
 export interface CommitReply {

@@ -8,7 +8,8 @@ import { runCommand, type Io } from "./client/commands.js";
 import { repl } from "./client/repl.js";
 
 export { DfsClient } from "./client/client.js";
-export type { ClientInit, ClusterStatus } from "./client/client.js";
+export type { ClientInit, ClusterStatus, WriteOptions } from "./client/client.js";
+export type { S3Keys } from "./client/s3keys.js";
 
 export interface ClientRun {
   /** Addresses of the directory (one or more). */

@@ -117,13 +117,18 @@ export async function createDirectory(
     "dir.stored": handler(["storage", "directory"], dirSchemas.stored, (b, peer) => answer(core.stored(b, peer))),
     "dir.commit": handler(CLIENTS, dirSchemas.commit, (b) => later(commit(b))),
     "dir.lookup": handler(ALL, dirSchemas.lookup, (b, peer) => later(lookup(b.path, peer))),
-    "dir.list": handler(ALL, dirSchemas.list, (b) => later(core.list(b.prefix, b.limit, b.after).then((entries) => ({ entries })))),
+    "dir.list": handler(ALL, dirSchemas.list, (b) => later(core.list(b.prefix, b.limit, { after: b.after, withMeta: b.meta }).then((entries) => ({ entries })))),
     "dir.remove": handler(CLIENTS, dirSchemas.remove, (b) => done(core.remove(b))),
     "dir.move": handler(CLIENTS, dirSchemas.move, (b) => done(core.move(b))),
     // Checking with the node may take a while; the mailbox goes on meanwhile.
     "dir.badReplica": handler(["client", "storage", "directory"], dirSchemas.badReplica, (b, peer) => done(core.badReplica(b, peer))),
     "dir.lease": handler(LOCKS, dirSchemas.lease, (b) => later(core.lease(b))),
     "dir.unlease": handler(LOCKS, dirSchemas.unlease, (b) => done(core.unlease(b))),
+    // A client certificate reads and writes every file already; a key only narrows what an S3 client may do.
+    "dir.s3key.add": handler(CLIENTS, dirSchemas.s3keyAdd, (b) => later(core.s3keys.add(b.buckets))),
+    "dir.s3key.list": handler(CLIENTS, dirSchemas.s3keyList, () => later(core.s3keys.list().then((keys) => ({ keys })))),
+    "dir.s3key.remove": handler(CLIENTS, dirSchemas.s3keyRemove, (b) => later(core.s3keys.remove(b.id).then(() => null))),
+    "dir.s3key.get": handler(CLIENTS, dirSchemas.s3keyGet, (b) => later(core.s3keys.get(b.id))),
   };
 
   const actor = new Actor({ name: "directory", prefix: "dir.", concurrency: 1, handlers, onPeerClose: (peer) => core.detach(peer) });

@@ -2,6 +2,7 @@ import { randomInt } from "node:crypto";
 import { MAX_COMMIT_FILES, type CommitReply, type FileInfo, type HelloReply, type ListEntry, type StatusReply } from "../../protocol/directory.js";
 import { normalizePath } from "../../protocol/common.js";
 import { DfsError, toDfsError } from "../../protocol/errors.js";
+import { checkFileMeta, type FileMeta } from "../../protocol/file-meta.js";
 import type { Peer, RequestOptions } from "../../transport/actor.js";
 import { Link } from "../../transport/link.js";
 import { Pool } from "../../transport/pool.js";
@@ -11,6 +12,7 @@ import { ChunkCache } from "./cache.js";
 import type { Lease } from "./lease.js";
 import type { Upstream } from "../upstream.js";
 import { LockManager } from "./locks.js";
+import { S3Keys } from "./s3keys.js";
 import { download, upload, type Source, type TransferCtx, type TransferStats, type Uploaded } from "./transfer.js";
 
 export interface ClientInit {
@@ -36,6 +38,13 @@ interface Staged extends Uploaded {
   /** Absent for a create, which holds no lock. */
   token?: number;
   baseVersion: number;
+  meta?: FileMeta;
+}
+
+export interface WriteOptions {
+  onProgress?: (bytes: number) => void;
+  /** Kept with the new version (at most 64 entries, keys up to 128 characters, 8 KiB as JSON); none when absent. */
+  meta?: FileMeta;
 }
 
 export interface WriteResult {
@@ -52,7 +61,7 @@ export interface ClusterStatus extends StatusReply {
 }
 
 /** Directory requests that change nothing (a placement only reserves a generation): asking again is harmless. */
-const SAFE_TO_REPEAT = new Set(["dir.lookup", "dir.list", "dir.status", "dir.hello", "dir.place"]);
+const SAFE_TO_REPEAT = new Set(["dir.lookup", "dir.list", "dir.status", "dir.hello", "dir.place", "dir.s3key.list", "dir.s3key.get"]);
 
 /** How often a write is tried again when chunks it uploaded were collected before its commit. */
 const REWRITES = 2;
@@ -62,8 +71,10 @@ export class DfsClient {
   readonly stats: TransferStats = { chunksUploaded: 0, chunksDeduplicated: 0, chunksFetched: 0, chunksFromCache: 0, bytesFetched: 0 };
   private readonly dirLink: Link;
   private readonly pool: Pool;
-  private readonly cache: ChunkCache;
+  private chunkCache?: ChunkCache;
   private readonly locks: LockManager;
+  /** The S3 gateway's access keys. */
+  readonly s3Keys = new S3Keys((type, body) => this.dir(type, body));
   /** Storage nodes that failed a transfer lately, avoided by new placements until then. */
   private readonly avoid = new Map<string, number>();
   private hello?: HelloReply;
@@ -79,7 +90,6 @@ export class DfsClient {
     const urls = init.directoryUrls;
     this.dirLink = new Link({ ...common, urls, startAt: randomInt(Math.max(1, urls.length)), expectRoles: ["directory"], what: "directory" }).start();
     this.pool = new Pool({ ...common, expectRoles: ["storage", "directory"], what: "storage node" });
-    this.cache = new ChunkCache(init.cacheDir, init.cacheBytes ?? 1024 ** 3, init.log.child("cache"));
     this.locks = new LockManager({
       tls: init.tls, log: init.log, ttlMs: init.lockTtlMs ?? 10_000,
       hello: () => this.dir<HelloReply>("dir.hello", {}),
@@ -134,6 +144,12 @@ export class DfsClient {
     tell: (type: string, body: unknown) => this.dirLink.tell(type, body),
   };
 
+  /** Opened on the first transfer: a client that only lists or manages keys never reads the cache folder. */
+  private get cache(): ChunkCache {
+    this.chunkCache ??= new ChunkCache(this.init.cacheDir, this.init.cacheBytes ?? 1024 ** 3, this.init.log.child("cache"));
+    return this.chunkCache;
+  }
+
   private ctx(): TransferCtx {
     return { directory: this.directory, pool: this.pool, cache: this.cache, log: this.init.log, stats: this.stats, window: this.init.window ?? 4, avoid: this.avoid };
   }
@@ -147,8 +163,9 @@ export class DfsClient {
     return this.dir<FileInfo>("dir.lookup", { path: normalizePath(remote) });
   }
 
-  async ls(prefix = "/"): Promise<ListEntry[]> {
-    return (await this.dir<{ entries: ListEntry[] }>("dir.list", { prefix })).entries;
+  /** Files under `prefix`; with `meta`, each one's metadata too. */
+  async ls(prefix = "/", opts: { meta?: boolean } = {}): Promise<ListEntry[]> {
+    return (await this.dir<{ entries: ListEntry[] }>("dir.list", { prefix, ...(opts.meta ? { meta: true } : {}) })).entries;
   }
 
   /** One page of the files under `prefix` in byte order: at most `limit`, from the first past `after`. */
@@ -182,14 +199,16 @@ export class DfsClient {
    * may be a function that opens the data afresh: then a write whose chunks were collected before its commit is
    * simply done again.
    */
-  async write(remote: string, source: Source | (() => Source), opts: { onProgress?: (bytes: number) => void } = {}): Promise<WriteResult> {
+  async write(remote: string, source: Source | (() => Source), opts: WriteOptions = {}): Promise<WriteResult> {
     const path = normalizePath(remote);
+    // Checked before any byte is uploaded; the directory checks it again.
+    opts = { ...opts, meta: checkFileMeta(opts.meta) };
     const explicit = this.locks.held(path) ?? this.txnLeases.get(path);
     let uploaded: Uploaded | undefined;
     if (explicit === undefined && !this.txn) {
       uploaded = await this.uploadFrom(source, opts);
       try {
-        const reply = await this.commitFiles([{ path, ...uploaded, baseVersion: 0 }], true);
+        const reply = await this.commitFiles([{ path, ...uploaded, baseVersion: 0, meta: opts.meta }], true);
         return { path, version: reply.versions[0]!.version, size: uploaded.size, chunks: uploaded.chunks.length, staged: false };
       } catch (err) {
         if (chunksGone(err) && typeof source === "function") uploaded = undefined;
@@ -199,12 +218,12 @@ export class DfsClient {
     return this.writeLocked(path, explicit, source, opts, uploaded);
   }
 
-  private uploadFrom(source: Source | (() => Source), opts: { onProgress?: (bytes: number) => void }): Promise<Uploaded> {
+  private uploadFrom(source: Source | (() => Source), opts: WriteOptions): Promise<Uploaded> {
     return this.config().then(({ chunkSize }) => upload(this.ctx(), typeof source === "function" ? source() : source, chunkSize, opts.onProgress));
   }
 
   /** The write of a path that exists or is locked: under its write lock, reusing chunks already uploaded. */
-  private async writeLocked(path: string, explicit: Lease | undefined, source: Source | (() => Source), opts: { onProgress?: (bytes: number) => void }, uploaded?: Uploaded): Promise<WriteResult> {
+  private async writeLocked(path: string, explicit: Lease | undefined, source: Source | (() => Source), opts: WriteOptions, uploaded?: Uploaded): Promise<WriteResult> {
     const lease = explicit ?? await this.locks.acquire(path, { waitMs: this.init.lockWaitMs ?? 60_000, explicit: false });
     const own = explicit === undefined;
     try {
@@ -218,7 +237,7 @@ export class DfsClient {
         });
         uploaded = undefined;
         if (lease.lost) throw lease.lost;
-        const staged: Staged = { path, ...up, token: lease.token, baseVersion };
+        const staged: Staged = { path, ...up, token: lease.token, baseVersion, meta: opts.meta };
         if (this.txn) {
           this.txn = this.txn.filter((s) => s.path !== path);
           this.txn.push(staged);
@@ -257,6 +276,7 @@ export class DfsClient {
       files: files.map((f) => ({
         path: f.path, size: f.size, sha256: f.sha256, chunks: f.chunks, token: f.token,
         ...(checkBase ? { baseVersion: f.baseVersion } : {}),
+        ...(f.meta ? { meta: f.meta } : {}),
       })),
       session: this.locks.session,
     });

@@ -21,11 +21,11 @@ export interface Io {
 interface Command {
   usage: string;
   summary: string;
-  /** Flags taking a value; boolean flags are listed in `flags`. */
-  options?: Record<string, { type: "string" | "boolean" }>;
+  /** Flags, each taking a value or not; `multiple` ones may be given again and come as a list. */
+  options?: Record<string, { type: "string" | "boolean"; multiple?: boolean }>;
   min: number;
   max: number;
-  run(c: DfsClient, args: string[], flags: Record<string, string | boolean | undefined>, io: Io): Promise<void>;
+  run(c: DfsClient, args: string[], flags: Record<string, string | boolean | string[] | undefined>, io: Io): Promise<void>;
 }
 
 const line = (io: Io, text: string) => void io.stdout.write(text.endsWith("\n") || text === "" ? text : text + "\n");
@@ -36,10 +36,12 @@ function localPath(io: Io, remote: string, local: string | undefined): string {
 
 export const COMMANDS: Record<string, Command> = {
   write: {
-    usage: "write REMOTE [LOCAL]",
-    summary: "store LOCAL (default: REMOTE's base name here; - = stdin) as REMOTE (a new file is created if still absent; an existing one is replaced under its write lock)",
+    usage: "write REMOTE [LOCAL] [--meta KEY=VALUE]...",
+    summary: "store LOCAL (default: REMOTE's base name here; - = stdin) as REMOTE (a new file is created if still absent; an existing one is replaced under its write lock), with metadata KEY=VALUE kept with this version",
     min: 1, max: 2,
-    async run(c, [remote, local], _f, io) {
+    options: { meta: { type: "string", multiple: true } },
+    async run(c, [remote, local], f, io) {
+      const meta = metaFlags(f.meta as string[] | undefined);
       let source: AsyncIterable<Uint8Array> | (() => AsyncIterable<Uint8Array>);
       let total: number | undefined;
       const from = local ?? path.posix.basename(remote!);
@@ -58,7 +60,7 @@ export const COMMANDS: Record<string, Command> = {
       }
       const bar = progressBar(io.stderr, `write ${remote}`, total);
       try {
-        const r = await c.write(remote!, source, { onProgress: (n) => bar.add(n) });
+        const r = await c.write(remote!, source, { onProgress: (n) => bar.add(n), meta });
         bar.stop();
         line(io, r.staged
           ? `staged ${r.path} (${bytes(r.size)}, ${r.chunks} chunks); \`commit\` makes it visible`
@@ -118,6 +120,7 @@ export const COMMANDS: Record<string, Command> = {
         `path     ${info.path}`, `version  ${info.version}`, `size     ${bytes(info.size)} (${info.size} bytes)`,
         `sha256   ${info.sha256}`, `modified ${new Date(info.mtime).toISOString()}`, `chunks   ${info.chunks.length}`,
         ...info.chunks.map((ch, i) => `  ${String(i).padStart(4)} ${ch.hash.slice(0, 16)} ${bytes(ch.size).padStart(9)}  ${ch.replicas.map((r) => r.url).join(" ") || "(no live replica)"}`),
+        ...Object.entries(info.meta ?? {}).map(([k, v], i) => `${i === 0 ? "meta    " : "        "} ${k}=${JSON.stringify(v)}`),
       ].join("\n"));
     },
   },
@@ -216,6 +219,19 @@ export async function runCommand(c: DfsClient, words: string[], io: Io): Promise
   const args = parsed.positionals;
   if (args.length < cmd.min || args.length > cmd.max) throw new DfsError("BAD_REQUEST", `usage: ${cmd.usage}`);
   await cmd.run(c, args, parsed.values as Record<string, string | boolean | undefined>, io);
+}
+
+/** `--meta KEY=VALUE` flags as a map; undefined when none was given. */
+function metaFlags(flags: string[] | undefined): Record<string, string> | undefined {
+  if (!flags?.length) return undefined;
+  // Without a prototype, so that a key like __proto__ stays an entry and is refused by name.
+  const meta: Record<string, string> = Object.create(null) as Record<string, string>;
+  for (const f of flags) {
+    const eq = f.indexOf("=");
+    if (eq <= 0) throw new DfsError("BAD_REQUEST", `--meta takes KEY=VALUE, not ${JSON.stringify(f)}`);
+    meta[f.slice(0, eq)] = f.slice(eq + 1);
+  }
+  return meta;
 }
 
 async function readTo(c: DfsClient, remote: string, out: Writable, io: Io, end = false) {

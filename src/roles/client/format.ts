@@ -1,4 +1,5 @@
 import type { ListEntry, StatusReply } from "../../protocol/directory.js";
+import type { S3KeyInfo, S3KeySecret } from "../../protocol/s3keys.js";
 
 type Status = StatusReply & { directory: { reachedAt?: string } };
 
@@ -58,4 +59,17 @@ function reachedAt(s: Status): string {
 export function formatList(entries: ListEntry[]): string {
   if (entries.length === 0) return "";
   return table(entries.map((e) => [bytes(e.size), `v${e.version}`, new Date(e.mtime).toISOString().replace(/\.\d+Z$/, "Z"), e.path]));
+}
+
+const isoSeconds = (ms: number) => new Date(ms).toISOString().replace(/\.\d+Z$/, "Z");
+
+/** The human form of `s3 keys list`. */
+export function formatS3Keys(keys: S3KeyInfo[]): string {
+  if (keys.length === 0) return "no S3 access keys";
+  return table([["ID", "CREATED", "BUCKETS"], ...keys.map((k) => [k.id, isoSeconds(k.created), k.buckets.join(" ")])]);
+}
+
+/** The human form of `s3 keys add`: the only time the secret is printed. */
+export function formatNewS3Key(k: S3KeySecret): string {
+  return [`id       ${k.id}`, `secret   ${k.secret}`, `buckets  ${k.buckets.join(" ")}`].join("\n");
 }

@@ -3,8 +3,15 @@ import type {
   ReportBody, ReportReply, StatusReply, StoredBody, StoredReply,
 } from "../../protocol/directory.js";
 import type { Peer } from "../../transport/actor.js";
+import type { S3KeyStore } from "./s3keys.js";
 
 export type Awaitable<T> = T | Promise<T>;
+
+export interface ListOptions {
+  /** Only paths after this one (byte order). */
+  after?: string;
+  withMeta?: boolean;
+}
 
 /** What status shows beyond the directory's own settings. */
 export type ClusterStatus = Omit<StatusReply, "directory">;
@@ -41,14 +48,16 @@ export interface DirectoryCore {
   stored(b: StoredBody, peer: Peer): Awaitable<StoredReply>;
   commit(b: CommitBody): Promise<CommitReply>;
   lookup(path: string): Promise<FileInfo>;
-  /** Files under `prefix` in byte order, from the first one past `after`. */
-  list(prefix: string, limit: number, after?: string): Promise<ListEntry[]>;
+  /** Files under `prefix` in byte order, from the first one past `after`; with `withMeta`, each entry's metadata too. */
+  list(prefix: string, limit: number, opts?: ListOptions): Promise<ListEntry[]>;
   remove(b: { path: string; token?: number; session?: string }): Promise<void>;
   move(b: { from: string; to: string; fromToken?: number; toToken?: number; session?: string }): Promise<void>;
   /** A replica reported bad: dropped once the node itself says so (or confirms it when asked). */
   badReplica(b: { hash: string; node: string; reason: string }, peer: Peer): Promise<void>;
   lease(b: LeaseBody): Promise<LeaseReply>;
   unlease(b: { path: string; token: number; session?: string }): Awaitable<void>;
+  /** The S3 gateway's access keys. */
+  readonly s3keys: S3KeyStore;
   /** Files, for the start-up line. */
   files(): Awaitable<number>;
   close(): Promise<void>;

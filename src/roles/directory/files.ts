@@ -83,7 +83,7 @@ export class FileService {
         }
       }
     }
-    const files = b.files.map(({ path, size, sha256, chunks, baseVersion }) => ({ path, size, sha256, chunks, baseVersion }));
+    const files = b.files.map(({ path, size, sha256, chunks, baseVersion, meta }) => ({ path, size, sha256, chunks, baseVersion, ...(meta ? { meta } : {}) }));
     const { durable } = this.c.commit({ op: "commit", files, mtime: now });
     const reply: CommitReply = { versions: b.files.map((f) => ({ path: f.path, version: this.c.ns.version(f.path) })) };
     return durable.then(() => reply);

@@ -1,6 +1,8 @@
 import type { Database } from "sql.js";
 import type { FileInfo, ListEntry } from "../../protocol/directory.js";
 import { DfsError } from "../../protocol/errors.js";
+import { decodeFileMeta } from "../../protocol/file-meta.js";
+import type { ListOptions } from "./core.js";
 import type { NodeTable } from "./nodes.js";
 import { LAST_CHAR } from "./rules.js";
 import { metaNumber } from "./schema.js";
@@ -14,9 +16,9 @@ export class Namespace {
   ) {}
 
   lookup(path: string): FileInfo {
-    const r = get(this.db, "SELECT version, size, sha256, chunks, mtime FROM files WHERE path=?", [path]);
+    const r = get(this.db, "SELECT version, size, sha256, chunks, mtime, meta FROM files WHERE path=?", [path]);
     if (!r) throw new DfsError("NOT_FOUND", `no such file: ${path}`);
-    const [version, size, sha256, chunks, mtime] = r;
+    const [version, size, sha256, chunks, mtime, meta] = r;
     const hashes = JSON.parse(String(chunks)) as string[];
     return {
       path,
@@ -25,6 +27,7 @@ export class Namespace {
       sha256: String(sha256),
       mtime: Number(mtime),
       chunks: hashes.map((hash) => ({ hash, size: this.sizeOf(hash), replicas: this.nodes.liveReplicas(hash) })),
+      ...decodeFileMeta(meta),
     };
   }
 
@@ -33,14 +36,14 @@ export class Namespace {
     return r ? Number(r[0]) : 0;
   }
 
-  list(prefix: string, limit: number, after = ""): ListEntry[] {
+  list(prefix: string, limit: number, { after = "", withMeta = false }: ListOptions = {}): ListEntry[] {
     const p = prefix.startsWith("/") ? prefix : "/" + prefix;
     // Range scan on the primary key instead of LIKE, which would treat % and _ in names as wildcards.
-    const rows = all(this.db, "SELECT path, size, version, mtime FROM files WHERE path >= ? AND path < ? AND path > ? ORDER BY path LIMIT ?", [
+    const rows = all(this.db, `SELECT path, size, version, mtime${withMeta ? ", meta" : ""} FROM files WHERE path >= ? AND path < ? AND path > ? ORDER BY path LIMIT ?`, [
       p, p + LAST_CHAR, after, limit,
     ]);
-    return rows.map(([path, size, version, mtime]) => ({
-      path: String(path), size: Number(size), version: Number(version), mtime: Number(mtime),
+    return rows.map(([path, size, version, mtime, meta]) => ({
+      path: String(path), size: Number(size), version: Number(version), mtime: Number(mtime), ...decodeFileMeta(meta),
     }));
   }
 

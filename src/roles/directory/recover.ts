@@ -14,7 +14,7 @@ import { copySnapshot, SNAPSHOT, SNAPSHOT_PREV } from "./snapshot-file.js";
  * no longer apply, and writes the result as a new snapshot (its generation above every journal) with an
  * empty journal. The originals are linked into a `damaged-<time>` subfolder of each folder first, so
  * nothing is ever deleted. Paths come from the records themselves: any string in a record that starts
- * with "/" names a path, whatever the record's kind.
+ * with "/" names a path, whatever the record's kind (a file's metadata aside, whose values are free text).
  */
 
 export interface LostStretch {
@@ -65,10 +65,13 @@ export function pathsIn(rec: unknown, out = new Set<string>()): Set<string> {
   } else if (Array.isArray(rec)) {
     for (const v of rec) pathsIn(v, out);
   } else if (rec && typeof rec === "object" && !(rec instanceof Uint8Array)) {
-    for (const v of Object.values(rec)) pathsIn(v, out);
+    for (const [k, v] of Object.entries(rec)) if (k !== "meta") pathsIn(v, out);
   }
   return out;
 }
+
+/** The start of a record for people; an S3 key's secret is left out, as the report may be pasted anywhere. */
+const excerptOf = (rec: unknown) => JSON.stringify(rec, (k, v: unknown) => (k === "secret" && typeof v === "string" ? "(secret)" : v))?.slice(0, 120);
 
 /** msgpack strings (fixstr, str8, str16) in raw bytes that look like paths: what damaged bytes still say. */
 export function pathsInBytes(buf: Buffer, out = new Set<string>()): Set<string> {
@@ -99,7 +102,7 @@ function describeDamage(gen: GenImage, d: GenDamage): LostStretch {
       try {
         const rec = decodePayload(bytes.subarray(head, head + len));
         pathsIn(rec, paths);
-        excerpt ??= JSON.stringify(rec)?.slice(0, 120);
+        excerpt ??= excerptOf(rec);
         decoded = true;
         continue;
       } catch {

@@ -1,5 +1,6 @@
 import type { Database } from "sql.js";
 import { DfsError } from "../../protocol/errors.js";
+import { encodeFileMeta, type FileMeta } from "../../protocol/file-meta.js";
 import type { Schema } from "./checkpoint.js";
 import { noSuchFile, targetExists, versionConflict } from "./rules.js";
 import { all, get, run } from "./sql.js";
@@ -25,6 +26,7 @@ CREATE TABLE IF NOT EXISTS tombstones(hash TEXT NOT NULL, node TEXT NOT NULL, ge
   PRIMARY KEY(hash, node)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS tombstones_at ON tombstones(at);
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS s3keys(id TEXT PRIMARY KEY, secret TEXT NOT NULL, buckets TEXT NOT NULL, created INTEGER NOT NULL);
 `;
 
 /** Columns added since the first release: a database made by it gains them when opened. */
@@ -32,6 +34,8 @@ const ADDED_COLUMNS: [table: string, column: string, decl: string][] = [
   ["replicas", "mark", "INTEGER NOT NULL DEFAULT 0"],
   ["nodes", "cert", "TEXT"],
   ["nodes", "secret", "TEXT"],
+  // A version's metadata as JSON text; NULL for none.
+  ["files", "meta", "TEXT"],
 ];
 
 /**
@@ -76,6 +80,8 @@ export interface CommitFile {
   sha256: string;
   chunks: string[];
   baseVersion?: number;
+  /** Absent in records of versions without metadata, and in every record written before it existed. */
+  meta?: FileMeta;
 }
 
 /**
@@ -96,7 +102,9 @@ export type DirRecord =
   | { op: "unlease"; path: string; token: number }
   | { op: "gen"; ceiling: number }
   | { op: "reconcile"; node: string; hashes: string[] }
-  | { op: "gc"; hashes: string[] };
+  | { op: "gc"; hashes: string[] }
+  | { op: "s3key"; id: string; secret: string; buckets: string[]; created: number }
+  | { op: "s3key-rm"; id: string };
 
 /** Applies one record. Deterministic, and throws a DfsError to refuse it (nothing is journaled then). */
 export function applyRecord(db: Database, rec: DirRecord): void {
@@ -158,6 +166,14 @@ export function applyRecord(db: Database, rec: DirRecord): void {
         run(db, "DELETE FROM replicas WHERE hash=? AND NOT EXISTS (SELECT 1 FROM chunks WHERE hash=?)", [h, h]);
       }
       return;
+    case "s3key":
+      if (get(db, "SELECT 1 FROM s3keys WHERE id=?", [rec.id])) throw new DfsError("EXISTS", `S3 access key ${rec.id} exists already`);
+      run(db, "INSERT INTO s3keys(id, secret, buckets, created) VALUES(?,?,?,?)", [rec.id, rec.secret, JSON.stringify(rec.buckets), rec.created]);
+      return;
+    case "s3key-rm":
+      if (!get(db, "SELECT 1 FROM s3keys WHERE id=?", [rec.id])) throw new DfsError("NOT_FOUND", `no S3 access key ${rec.id}`);
+      run(db, "DELETE FROM s3keys WHERE id=?", [rec.id]);
+      return;
   }
 }
 
@@ -179,10 +195,10 @@ function applyCommit(db: Database, files: CommitFile[], mtime: number): void {
     if (!current) newFiles++;
     bytes += f.size - (current ? Number(current[2]) : 0);
     run(db,
-      `INSERT INTO files(path, version, size, sha256, chunks, mtime) VALUES(?,?,?,?,?,?)
+      `INSERT INTO files(path, version, size, sha256, chunks, mtime, meta) VALUES(?,?,?,?,?,?,?)
        ON CONFLICT(path) DO UPDATE SET version=excluded.version, size=excluded.size, sha256=excluded.sha256,
-       chunks=excluded.chunks, mtime=excluded.mtime`,
-      [f.path, version + 1, f.size, f.sha256, JSON.stringify(f.chunks), mtime],
+       chunks=excluded.chunks, mtime=excluded.mtime, meta=excluded.meta`,
+      [f.path, version + 1, f.size, f.sha256, JSON.stringify(f.chunks), mtime, encodeFileMeta(f.meta)],
     );
   }
   addMeta(db, "files", newFiles);

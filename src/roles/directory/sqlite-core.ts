@@ -12,6 +12,7 @@ import { openMetaStore, type MetaStore } from "./metastore.js";
 import { Namespace } from "./namespace.js";
 import { NodeTable } from "./nodes.js";
 import { Repairer } from "./repair.js";
+import { SqliteS3Keys } from "./s3keys.js";
 import { DIRECTORY_SCHEMA, metaText, type DirRecord } from "./schema.js";
 import { DfsError } from "../../protocol/errors.js";
 
@@ -108,7 +109,7 @@ export async function openSqliteCore(components: { log: Logger; checkpointer?: C
     stored: (b, peer) => files.stored(b, peer),
     commit: (b) => files.commit(b),
     lookup: (p) => settled(ns.lookup(p)),
-    list: (prefix, limit, after) => settled(ns.list(prefix, limit, after)),
+    list: (prefix, limit, opts) => settled(ns.list(prefix, limit, opts)),
     remove: (b) => files.remove(b),
     move: (b) => files.move(b),
     badReplica(b, peer) {
@@ -120,6 +121,7 @@ export async function openSqliteCore(components: { log: Logger; checkpointer?: C
     },
     lease: (b) => leases.lease(b),
     unlease: (b) => leases.unlease(b.path, b.token, b.session),
+    s3keys: new SqliteS3Keys(db, commit, settled),
     files: () => ns.totals().files,
     close() {
       closing ??= (async () => {

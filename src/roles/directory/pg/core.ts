@@ -15,6 +15,7 @@ import { PgLeases } from "./leases.js";
 import { PgMembership } from "./membership.js";
 import { PgNodes } from "./nodes.js";
 import { Runner } from "./runner.js";
+import { PgS3Keys } from "./s3keys.js";
 import { marks } from "./sql.js";
 
 /** Transactions that only read: one snapshot, no predicate locks (see TransactOptions.readOnly). */
@@ -136,12 +137,13 @@ export async function openPgCore(components: { log: Logger; peers: PeerPool }, i
     stored: (b, peer) => files.stored(b, peer),
     commit: (b) => files.commit(b),
     lookup: (path) => files.lookup(path),
-    list: (prefix, limit, after) => files.list(prefix, limit, after),
+    list: (prefix, limit, opts) => files.list(prefix, limit, opts),
     remove: (b) => files.remove(b),
     move: (b) => files.move(b),
     badReplica: (b, peer) => members.badReplica(b, peer),
     lease: (b) => leases.lease(b),
     unlease: (b) => leases.unlease(b),
+    s3keys: new PgS3Keys(db),
     files: () => db.transact(async (tx) => (await files.totals(tx)).files, READ),
     close() {
       closing ??= (async () => {
@@ -155,8 +157,8 @@ export async function openPgCore(components: { log: Logger; peers: PeerPool }, i
   };
 }
 
-/** SQLSTATEs of a table, type or sequence that another process created meanwhile. */
-const CREATED_MEANWHILE = new Set(["23505", "42P07", "42710"]);
+/** SQLSTATEs of a table, type, sequence or column that another process created meanwhile. */
+const CREATED_MEANWHILE = new Set(["23505", "42P07", "42710", "42701"]);
 
 /**
  * Makes the tables where they are missing. Directory processes starting together on an empty database race to

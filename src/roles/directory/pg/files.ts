@@ -3,12 +3,14 @@ import type {
   CommitBody, CommitReply, FileInfo, ListEntry, PlaceBody, PlaceReply, Replica, StoredBody, StoredReply,
 } from "../../../protocol/directory.js";
 import { DfsError } from "../../../protocol/errors.js";
+import { decodeFileMeta, encodeFileMeta } from "../../../protocol/file-meta.js";
 import type { PostgresBackend } from "../../../metadata/postgres.js";
 import type { Tx } from "../../../metadata/tx.js";
 import type { Peer } from "../../../transport/actor.js";
 import { notEnoughNodes, pickTargets } from "../placement.js";
 import { chunksGone, LAST_CHAR, noSuchFile, targetExists, tooFewCopies, versionConflict } from "../rules.js";
 import { fence, type Lease } from "../leases.js";
+import type { ListOptions } from "../core.js";
 import type { PgLeases } from "./leases.js";
 import { NOW_MS, type PgNodes } from "./nodes.js";
 import { allIn, marks, slices } from "./sql.js";
@@ -129,7 +131,7 @@ export class PgFiles {
       const before = new Map(refs);
       const now = Number((await tx.get(`SELECT ${NOW_MS}`))![0]);
       const totals = { files: 0, bytes: 0, chunks: 0 };
-      const rows = new Map<string, [string, number, number, string, string, number]>();
+      const rows = new Map<string, [string, number, number, string, string, number, string | null]>();
       const versions = [];
       // File by file, as the embedded store applies them: a path named twice sees its first change.
       for (const f of b.files) {
@@ -141,15 +143,15 @@ export class PgFiles {
         if (!cur) totals.files++;
         totals.bytes += f.size - (cur?.size ?? 0);
         current.set(f.path, { version: version + 1, chunks: f.chunks, size: f.size });
-        rows.set(f.path, [f.path, version + 1, f.size, f.sha256, JSON.stringify(f.chunks), now]);
+        rows.set(f.path, [f.path, version + 1, f.size, f.sha256, JSON.stringify(f.chunks), now, encodeFileMeta(f.meta)]);
         versions.push({ path: f.path, version: version + 1 });
       }
       await this.writeRefs(tx, refs, before);
       for (const part of slices([...rows.values()], 1000)) {
         await tx.run(
-          `INSERT INTO files(path, version, size, sha256, chunks, mtime) VALUES ${part.map(() => "(?,?,?,?,?,?)").join(",")}
+          `INSERT INTO files(path, version, size, sha256, chunks, mtime, meta) VALUES ${part.map(() => "(?,?,?,?,?,?,?)").join(",")}
            ON CONFLICT(path) DO UPDATE SET version=excluded.version, size=excluded.size, sha256=excluded.sha256,
-           chunks=excluded.chunks, mtime=excluded.mtime`,
+           chunks=excluded.chunks, mtime=excluded.mtime, meta=excluded.meta`,
           part.flat(),
         );
       }
@@ -187,7 +189,7 @@ export class PgFiles {
 
   lookup(path: string): Promise<FileInfo> {
     return this.db.transact(async (tx) => {
-      const r = await tx.get("SELECT version, size, sha256, chunks, mtime FROM files WHERE path=?", [path]);
+      const r = await tx.get("SELECT version, size, sha256, chunks, mtime, meta FROM files WHERE path=?", [path]);
       if (!r) throw noSuchFile(path);
       const hashes = JSON.parse(String(r[3])) as string[];
       const sizes = new Map((await allIn(tx, "SELECT hash, size FROM chunks WHERE hash IN (*)", hashes)).map(([h, size]) => [String(h), Number(size)]));
@@ -195,19 +197,22 @@ export class PgFiles {
       return {
         path, version: Number(r[0]), size: Number(r[1]), sha256: String(r[2]), mtime: Number(r[4]),
         chunks: hashes.map((hash): { hash: string; size: number; replicas: Replica[] } => ({ hash, size: sizes.get(hash) ?? 0, replicas: live.get(hash)! })),
+        ...decodeFileMeta(r[5]),
       };
     }, READ);
   }
 
-  list(prefix: string, limit: number, after = ""): Promise<ListEntry[]> {
+  list(prefix: string, limit: number, { after = "", withMeta = false }: ListOptions = {}): Promise<ListEntry[]> {
     const p = prefix.startsWith("/") ? prefix : "/" + prefix;
     return this.db.transact(async (tx) => {
       // Byte order (COLLATE "C"), as the embedded store lists: the database's own collation varies by installation.
       const rows = await tx.all(
-        `SELECT path, size, version, mtime FROM files WHERE path COLLATE "C" >= ? AND path COLLATE "C" < ? AND path COLLATE "C" > ? ORDER BY path COLLATE "C" LIMIT ?`,
+        `SELECT path, size, version, mtime${withMeta ? ", meta" : ""} FROM files WHERE path COLLATE "C" >= ? AND path COLLATE "C" < ? AND path COLLATE "C" > ? ORDER BY path COLLATE "C" LIMIT ?`,
         [p, p + LAST_CHAR, after, limit],
       );
-      return rows.map(([path, size, version, mtime]) => ({ path: String(path), size: Number(size), version: Number(version), mtime: Number(mtime) }));
+      return rows.map(([path, size, version, mtime, meta]) => ({
+        path: String(path), size: Number(size), version: Number(version), mtime: Number(mtime), ...decodeFileMeta(meta),
+      }));
     }, READ);
   }
 

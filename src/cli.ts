@@ -54,8 +54,8 @@ export function buildProgram(): Command {
     .version(VERSION, "-V, --version")
     .enablePositionalOptions()
     .passThroughOptions()
-    .addOption(new Option("--role <roles>", "directory, lock, storage (comma list) or client"))
-    .option("--port <port>", "port to listen on (0 = any free port; default 9000 directory, 9001 lock, 9003 storage)", int("--port"))
+    .addOption(new Option("--role <roles>", "directory, lock, storage (comma list), client, or s3 (the S3 gateway)"))
+    .option("--port <port>", "port to listen on (0 = any free port; default 9000 directory, 9001 lock, 9003 storage, 9080 s3)", int("--port"))
     .option("--host <host>", "address to listen on and to advertise", "127.0.0.1")
     .option("--data <dir>", "folder for this node's data", "./data")
     .addOption(new Option("--certs <dir>", "folder with ca.crt and NAME.crt/NAME.key").env("DFS_CERTS").default("./certs"))
@@ -76,6 +76,7 @@ export function buildProgram(): Command {
     .option("--cache-size <bytes>", "client cache bound", int("--cache-size", 0))
     .option("--http <host:port>", "serve Prometheus /metrics here, and on a directory the status page and /api/status (off by default; beyond loopback: HTTPS, and the page needs a client certificate or the token)", httpAddress)
     .option("--http-token-file <file>", "file with a token that opens the status page and API without a client certificate: a browser's password or a bearer token (with --http)")
+    .option("--s3-insecure-loopback", "s3: serve plain HTTP instead of HTTPS (only on a loopback --host)")
     .option("--http-metrics-open", "serve /metrics without a certificate or token even beyond loopback, as Prometheus setups expect (with --http)")
     .addOption(new Option("--log-level <level>", "debug, info, warn, error or silent").choices(["debug", "info", "warn", "error", "silent"]))
     .argument("[command...]", "client command (with --role client); none = interactive")
@@ -95,6 +96,8 @@ Examples:
   dfs --role client write /docs/a.txt a.txt       store a file
   dfs s3 keys add --bucket photos                 an access key for the S3 gateway, for one bucket
   dfs --role client                               interactive client (type help)
+  dfs --role s3 --port 9080 --directory wss://box1:9000
+                                                  an S3 endpoint (keys: dfs s3 keys add --bucket photos)
   dfs local                                       a whole cluster in one process, with the client`)
     .action(async (command: string[], o) => {
       if (!o.role) {
@@ -122,6 +125,18 @@ Examples:
         process.exit(code);
       }
       if (command.length > 0) fail(new DfsError("BAD_REQUEST", `server roles take no command (got ${JSON.stringify(command[0])})`));
+      if (o.s3InsecureLoopback && roles[0] !== "s3") fail(new DfsError("BAD_REQUEST", "--s3-insecure-loopback is an option of --role s3"));
+      if (roles[0] === "s3") {
+        if (o.http) fail(new DfsError("BAD_REQUEST", "--http is not served by the s3 gateway yet"));
+        const { startGateway } = await import("./s3/gateway.js");
+        const gw = await startGateway({
+          host: o.host, port: o.port ?? 9080, tls: loadCerts(o.certs, o.name ?? "client"), directoryUrls, dataDir: o.data,
+          insecureLoopback: o.s3InsecureLoopback, log: logger("s3"),
+        });
+        process.stdout.write(`listening on ${gw.url}\n`);
+        onSignals(() => gw.close());
+        return;
+      }
       const serverRoles = roles as ServerRole[];
       const tls = loadCerts(o.certs, o.name ?? serverRoles[0]!);
       const node = await startNode({

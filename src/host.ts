@@ -64,11 +64,12 @@ export function parseRoles(text: string): string[] {
   const roles = text.split(",").map((r) => r.trim()).filter(Boolean);
   if (roles.length === 0) throw new DfsError("BAD_REQUEST", "--role needs a role: directory, lock, storage or client");
   for (const r of roles) {
-    if (!["directory", "lock", "storage", "client"].includes(r)) {
-      throw new DfsError("BAD_REQUEST", `unknown role ${JSON.stringify(r)}; roles are directory, lock, storage, client`);
+    if (!["directory", "lock", "storage", "client", "s3"].includes(r)) {
+      throw new DfsError("BAD_REQUEST", `unknown role ${JSON.stringify(r)}; roles are directory, lock, storage, client, s3`);
     }
   }
   if (roles.includes("client") && roles.length > 1) throw new DfsError("BAD_REQUEST", "the client role runs alone; start servers and the client separately");
+  if (roles.includes("s3") && roles.length > 1) throw new DfsError("BAD_REQUEST", "the s3 gateway runs alone: it is a client of the cluster; start it as its own process");
   return [...new Set(roles)];
 }
 

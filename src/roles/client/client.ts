@@ -43,8 +43,16 @@ interface Staged extends Uploaded {
 
 export interface WriteOptions {
   onProgress?: (bytes: number) => void;
-  /** Kept with the new version (at most 64 entries, keys up to 128 characters, 8 KiB as JSON); none when absent. */
-  meta?: FileMeta;
+  /**
+   * Kept with the new version (at most 64 entries, keys up to 128 characters, 8 KiB as JSON); none when absent.
+   * A function is called once the data is read, before the commit: for metadata that depends on the bytes.
+   */
+  meta?: FileMeta | (() => FileMeta);
+}
+
+/** The metadata to commit, checked; a function is asked now. */
+function metaNow(meta: WriteOptions["meta"]): FileMeta | undefined {
+  return checkFileMeta(typeof meta === "function" ? meta() : meta);
 }
 
 export interface WriteResult {
@@ -168,8 +176,8 @@ export class DfsClient {
     return (await this.dir<{ entries: ListEntry[] }>("dir.list", { prefix, ...(opts.meta ? { meta: true } : {}) })).entries;
   }
 
-  /** One page of the files under `prefix` in byte order: at most `limit`, from the first past `after`. */
-  async listPage(prefix: string, opts: { after?: string; limit?: number } = {}): Promise<ListEntry[]> {
+  /** One page of the files under `prefix` in byte order: at most `limit`, from the first past `after`; `meta` adds each file's metadata. */
+  async listPage(prefix: string, opts: { after?: string; limit?: number; meta?: boolean } = {}): Promise<ListEntry[]> {
     return (await this.dir<{ entries: ListEntry[] }>("dir.list", { prefix, ...opts })).entries;
   }
 
@@ -199,16 +207,31 @@ export class DfsClient {
    * may be a function that opens the data afresh: then a write whose chunks were collected before its commit is
    * simply done again.
    */
-  async write(remote: string, source: Source | (() => Source), opts: WriteOptions = {}): Promise<WriteResult> {
+  write(remote: string, source: Source | (() => Source), opts: WriteOptions = {}): Promise<WriteResult> {
+    return this.put(remote, source, opts);
+  }
+
+  /**
+   * Commits chunks already stored (another file's, or the parts of an S3 upload) as a new version of `remote`,
+   * the way `write` commits: no data moves. Fails CONFLICT if they were collected meanwhile.
+   */
+  commitChunks(remote: string, chunks: Uploaded, opts: WriteOptions = {}): Promise<WriteResult> {
+    const gone = () => {
+      throw new DfsError("CONFLICT", `the chunks for ${remote} were collected before they could be committed; store the data again`);
+    };
+    return this.put(remote, gone, opts, chunks);
+  }
+
+  private async put(remote: string, source: Source | (() => Source), opts: WriteOptions, given?: Uploaded): Promise<WriteResult> {
     const path = normalizePath(remote);
     // Checked before any byte is uploaded; the directory checks it again.
-    opts = { ...opts, meta: checkFileMeta(opts.meta) };
+    if (typeof opts.meta !== "function") opts = { ...opts, meta: checkFileMeta(opts.meta) };
     const explicit = this.locks.held(path) ?? this.txnLeases.get(path);
-    let uploaded: Uploaded | undefined;
+    let uploaded: Uploaded | undefined = given;
     if (explicit === undefined && !this.txn) {
-      uploaded = await this.uploadFrom(source, opts);
+      uploaded ??= await this.uploadFrom(source, opts);
       try {
-        const reply = await this.commitFiles([{ path, ...uploaded, baseVersion: 0, meta: opts.meta }], true);
+        const reply = await this.commitFiles([{ path, ...uploaded, baseVersion: 0, meta: metaNow(opts.meta) }], true);
         return { path, version: reply.versions[0]!.version, size: uploaded.size, chunks: uploaded.chunks.length, staged: false };
       } catch (err) {
         if (chunksGone(err) && typeof source === "function") uploaded = undefined;
@@ -237,7 +260,7 @@ export class DfsClient {
         });
         uploaded = undefined;
         if (lease.lost) throw lease.lost;
-        const staged: Staged = { path, ...up, token: lease.token, baseVersion, meta: opts.meta };
+        const staged: Staged = { path, ...up, token: lease.token, baseVersion, meta: metaNow(opts.meta) };
         if (this.txn) {
           this.txn = this.txn.filter((s) => s.path !== path);
           this.txn.push(staged);
@@ -288,6 +311,14 @@ export class DfsClient {
     opts.onStart?.(info);
     await download(this.ctx(), info, sink, opts.onProgress);
     return info;
+  }
+
+  /**
+   * Fetches one version (a `stat` answer) into `sink`, whole or bytes [start, end): its chunks never change,
+   * so the bytes are that version's even if the file is replaced meanwhile.
+   */
+  readVersion(info: FileInfo, sink: (data: Buffer) => Promise<void>, range?: { start: number; end: number }): Promise<void> {
+    return download(this.ctx(), info, sink, undefined, range);
   }
 
   async rm(remote: string): Promise<void> {

@@ -166,12 +166,35 @@ export async function download(
   info: FileInfo,
   sink: (data: Buffer) => Promise<void>,
   onProgress?: (bytes: number) => void,
+  range?: { start: number; end: number },
 ): Promise<void> {
-  const ahead: Promise<Buffer>[] = [];
+  // A range fetches only the chunks it overlaps, and cuts the first and last of them.
   let next = 0;
+  let last = info.chunks.length;
+  let skip = 0;
+  let want = Infinity;
+  if (range) {
+    let offset = 0;
+    next = last;
+    for (let i = 0; i < info.chunks.length; i++) {
+      const end = offset + info.chunks[i]!.size;
+      if (next === last && range.start < end) {
+        next = i;
+        skip = range.start - offset;
+      }
+      if (range.end <= end) {
+        last = i + 1;
+        break;
+      }
+      offset = end;
+    }
+    want = Math.max(0, range.end - range.start);
+  }
+  const ahead: Promise<Buffer>[] = [];
   let size = 0;
+  let sent = 0;
   const fill = () => {
-    while (ahead.length < ctx.window && next < info.chunks.length) {
+    while (ahead.length < ctx.window && next < last) {
       const p = fetchChunk(ctx, info, next++);
       p.catch(() => {}); // Observed below, in order; this only silences the early rejection.
       ahead.push(p);
@@ -179,13 +202,18 @@ export async function download(
   };
   fill();
   while (ahead.length > 0) {
-    const data = await ahead.shift()!;
+    let data = await ahead.shift()!;
     fill();
     size += data.length;
+    if (range) {
+      data = data.subarray(skip, skip + want - sent);
+      skip = 0;
+      sent += data.length;
+    }
     await sink(data);
     onProgress?.(data.length);
   }
-  if (size !== info.size) {
+  if (!range && size !== info.size) {
     throw new DfsError("CORRUPT", `${info.path} has ${size} bytes in its chunks but is recorded as ${info.size}; nothing trustworthy was returned`);
   }
 }

@@ -1,0 +1,186 @@
+import { createHash, randomBytes } from "node:crypto";
+import { requireBucket } from "./buckets.js";
+import { mayUse, smallBody, type Ctx, type Reply } from "./context.js";
+import { s3ErrorOf } from "./failures.js";
+import { META_ETAG } from "./etag.js";
+import { metaFromHeaders, stat } from "./objects.js";
+import { objectPath, UPLOADS_ROOT } from "./names.js";
+import { LAST_CHAR } from "../roles/directory/rules.js";
+import { parseXml, S3Error, xmlDocument } from "./xml.js";
+
+/**
+ * Multipart uploads live in the namespace while they last: UPLOADS/ID/upload describes the upload, and
+ * each part is a file UPLOADS/ID/part-NNNNN whose chunks become the object's when the upload completes,
+ * so completing moves no data, and an upload survives a restart of the gateway.
+ */
+interface Upload {
+  bucket: string;
+  key: string;
+  initiated: number;
+  meta: Record<string, string>;
+}
+
+const MIN_PART = 5 * 1024 * 1024;
+const partName = (n: number) => `part-${String(n).padStart(5, "0")}`;
+const noSuchUpload = (id: string) => new S3Error("NoSuchUpload", "The specified upload does not exist. The upload ID may be invalid, or the upload may have been aborted or completed.", 404, { UploadId: id });
+
+function uploadDir(id: string): string {
+  if (!/^[0-9a-f]{32}$/.test(id)) throw noSuchUpload(id);
+  return `${UPLOADS_ROOT}/${id}`;
+}
+
+async function readText(ctx: Ctx, path: string): Promise<string> {
+  const parts: Buffer[] = [];
+  await ctx.client.read(path, async (d) => void parts.push(d));
+  return Buffer.concat(parts).toString("utf8");
+}
+
+/** The upload `id`, checked to belong to the request's bucket and key. */
+async function openUpload(ctx: Ctx, id: string): Promise<Upload> {
+  let u: Upload;
+  try {
+    u = JSON.parse(await readText(ctx, `${uploadDir(id)}/upload`)) as Upload;
+  } catch (err) {
+    throw s3ErrorOf(err, () => noSuchUpload(id));
+  }
+  if (u.bucket !== ctx.bucket || u.key !== ctx.key) throw noSuchUpload(id);
+  return u;
+}
+
+export async function createUpload(ctx: Ctx): Promise<Reply> {
+  const bucket = await requireBucket(ctx);
+  objectPath(bucket, ctx.key!); // refuse a key that cannot be stored now, not at completion
+  const id = randomBytes(16).toString("hex");
+  const upload: Upload = { bucket, key: ctx.key!, initiated: Date.now(), meta: metaFromHeaders(ctx.req.headers) };
+  await ctx.client.write(`${uploadDir(id)}/upload`, [Buffer.from(JSON.stringify(upload))]).catch((err) => Promise.reject(s3ErrorOf(err)));
+  return { xml: xmlDocument("InitiateMultipartUploadResult", { Bucket: bucket, Key: ctx.key!, UploadId: id }) };
+}
+
+export async function uploadPart(ctx: Ctx): Promise<Reply> {
+  const id = ctx.query.get("uploadId")!;
+  const n = Number(ctx.query.get("partNumber"));
+  if (!Number.isInteger(n) || n < 1 || n > 10000) throw new S3Error("InvalidArgument", "Part number must be an integer between 1 and 10000, inclusive", 400);
+  await openUpload(ctx, id);
+  const md5 = createHash("md5");
+  let etag = "";
+  const body = ctx.body();
+  const source = (async function* () {
+    for await (const piece of body) {
+      md5.update(piece as Buffer);
+      yield piece as Buffer;
+    }
+    etag = md5.digest("hex");
+  })();
+  await ctx.client.write(`${uploadDir(id)}/${partName(n)}`, source, { meta: () => ({ [META_ETAG]: etag }) })
+    .catch((err) => Promise.reject(s3ErrorOf(err)));
+  return { headers: { ETag: `"${etag}"` } };
+}
+
+interface PartInfo {
+  n: number;
+  etag: string;
+  size: number;
+  mtime: number;
+}
+
+async function partsOf(ctx: Ctx, id: string): Promise<PartInfo[]> {
+  const entries = await ctx.client.listPage(`${uploadDir(id)}/part-`, { limit: 10000, meta: true });
+  return entries.map((e) => ({
+    n: Number(e.path.slice(e.path.lastIndexOf("-") + 1)),
+    etag: (e as { meta?: Record<string, string> }).meta?.[META_ETAG] ?? "",
+    size: e.size,
+    mtime: e.mtime,
+  }));
+}
+
+export async function listParts(ctx: Ctx): Promise<Reply> {
+  const id = ctx.query.get("uploadId")!;
+  await openUpload(ctx, id);
+  const marker = Number(ctx.query.get("part-number-marker") ?? 0);
+  const max = Math.min(1000, Number(ctx.query.get("max-parts") ?? 1000));
+  const all = (await partsOf(ctx, id)).filter((p) => p.n > marker);
+  const parts = all.slice(0, max);
+  const truncated = all.length > parts.length;
+  return {
+    xml: xmlDocument("ListPartsResult", {
+      Bucket: ctx.bucket!, Key: ctx.key!, UploadId: id,
+      PartNumberMarker: marker, ...(truncated ? { NextPartNumberMarker: parts.at(-1)!.n } : {}),
+      MaxParts: max, IsTruncated: truncated, StorageClass: "STANDARD",
+      Part: parts.map((p) => ({ PartNumber: p.n, LastModified: new Date(p.mtime).toISOString(), ETag: `"${p.etag}"`, Size: p.size })),
+    }),
+  };
+}
+
+export async function completeUpload(ctx: Ctx): Promise<Reply> {
+  const bucket = await requireBucket(ctx);
+  const id = ctx.query.get("uploadId")!;
+  const upload = await openUpload(ctx, id);
+  const doc = parseXml(await smallBody(ctx)) as { CompleteMultipartUpload?: { Part?: { PartNumber?: string; ETag?: string }[] } };
+  const asked = (doc.CompleteMultipartUpload?.Part ?? []).map((p) => ({ n: Number(p.PartNumber), etag: String(p.ETag ?? "").replace(/"/g, "") }));
+  if (asked.length === 0) throw new S3Error("MalformedXML", "You must specify at least one part", 400);
+  const have = new Map((await partsOf(ctx, id)).map((p) => [p.n, p]));
+  for (let i = 1; i < asked.length; i++) {
+    if (asked[i]!.n <= asked[i - 1]!.n) throw new S3Error("InvalidPartOrder", "The list of parts was not in ascending order. The parts list must be specified in order by part number.", 400);
+  }
+  for (let i = 0; i < asked.length; i++) {
+    const a = asked[i]!;
+    const p = have.get(a.n);
+    if (!p || p.etag !== a.etag) throw new S3Error("InvalidPart", "One or more of the specified parts could not be found. The part might not have been uploaded, or the specified entity tag might not have matched the part's entity tag.", 400, { PartNumber: String(a.n) });
+    if (i < asked.length - 1 && p.size < MIN_PART) throw new S3Error("EntityTooSmall", "Your proposed upload is smaller than the minimum allowed object size.", 400, { PartNumber: String(a.n) });
+  }
+  // The object's chunks are the parts' chunks; its SHA-256 is read from them in order (no data is written).
+  const infos = await Promise.all(asked.map((a) => stat({ ...ctx, key: partName(a.n) }, `${uploadDir(id)}/${partName(a.n)}`)));
+  const whole = createHash("sha256");
+  for (const info of infos) await ctx.client.readVersion(info, async (d) => void whole.update(d));
+  const md5s = Buffer.concat(asked.map((a) => Buffer.from(a.etag, "hex")));
+  const etag = `${createHash("md5").update(md5s).digest("hex")}-${asked.length}`;
+  const path = objectPath(bucket, upload.key);
+  await ctx.client.commitChunks(path, {
+    size: infos.reduce((s, i) => s + i.size, 0),
+    sha256: whole.digest("hex"),
+    chunks: infos.flatMap((i) => i.chunks.map((c) => c.hash)),
+  }, { meta: { ...upload.meta, [META_ETAG]: etag } }).catch((err: unknown) => Promise.reject(s3ErrorOf(err)));
+  await removeUpload(ctx, id);
+  return { xml: xmlDocument("CompleteMultipartUploadResult", { Location: `/${bucket}/${upload.key}`, Bucket: bucket, Key: upload.key, ETag: `"${etag}"` }) };
+}
+
+/** Removes an upload's parts, then its description (so an upload half removed is still listed and can be aborted again). */
+async function removeUpload(ctx: Ctx, id: string): Promise<void> {
+  for (const e of await ctx.client.listPage(`${uploadDir(id)}/part-`, { limit: 10000 })) await ctx.client.rm(e.path).catch(() => undefined);
+  await ctx.client.rm(`${uploadDir(id)}/upload`).catch((err) => Promise.reject(s3ErrorOf(err, () => noSuchUpload(id))));
+}
+
+export async function abortUpload(ctx: Ctx): Promise<Reply> {
+  const id = ctx.query.get("uploadId")!;
+  await openUpload(ctx, id);
+  await removeUpload(ctx, id);
+  return { status: 204 };
+}
+
+export async function listUploads(ctx: Ctx): Promise<Reply> {
+  const bucket = await requireBucket(ctx);
+  const prefix = ctx.query.get("prefix") ?? "";
+  const uploads: { Key: string; UploadId: string; Initiated: string; StorageClass: string }[] = [];
+  let after = "";
+  for (;;) {
+    const [first] = await ctx.client.listPage(`${UPLOADS_ROOT}/`, { after, limit: 1 });
+    if (!first) break;
+    const id = first.path.slice(UPLOADS_ROOT.length + 1).split("/")[0]!;
+    after = `${UPLOADS_ROOT}/${id}/${LAST_CHAR}`;
+    try {
+      const u = JSON.parse(await readText(ctx, `${UPLOADS_ROOT}/${id}/upload`)) as Upload;
+      if (u.bucket === bucket && u.key.startsWith(prefix) && mayUse(ctx.scope, u.bucket)) {
+        uploads.push({ Key: u.key, UploadId: id, Initiated: new Date(u.initiated).toISOString(), StorageClass: "STANDARD" });
+      }
+    } catch {
+      // A part without its description: an upload being removed.
+    }
+  }
+  uploads.sort((a, b) => (a.Key < b.Key ? -1 : a.Key > b.Key ? 1 : 0));
+  return {
+    xml: xmlDocument("ListMultipartUploadsResult", {
+      Bucket: bucket, KeyMarker: "", UploadIdMarker: "", Prefix: prefix, MaxUploads: 1000, IsTruncated: false,
+      Upload: uploads.map((u) => ({ ...u, Initiator: { ID: ctx.scope.id, DisplayName: ctx.scope.id }, Owner: { ID: ctx.scope.id, DisplayName: ctx.scope.id } })),
+    }),
+  };
+}

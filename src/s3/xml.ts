@@ -1,0 +1,53 @@
+import { XMLParser } from "fast-xml-parser";
+
+/** An element: its name and either text or child elements (a child list may repeat names, as S3's lists do). */
+export type Node = string | number | boolean | null | undefined | Element[] | { [name: string]: Node };
+export interface Element {
+  [name: string]: Node;
+}
+
+const S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/";
+
+export function escapeXml(text: string): string {
+  return text.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&apos;" })[c]!);
+}
+
+function render(name: string, value: Node): string {
+  if (value === undefined) return "";
+  if (value === null) return `<${name}/>`;
+  if (Array.isArray(value)) return value.map((v) => render(name, v as Node)).join("");
+  if (typeof value === "object") return `<${name}>${Object.entries(value).map(([k, v]) => render(k, v)).join("")}</${name}>`;
+  return `<${name}>${escapeXml(String(value))}</${name}>`;
+}
+
+/**
+ * A response document: `<?xml?>` then the root element in S3's namespace. Object fields become child
+ * elements in order; an array value repeats its element name (`Contents: [a, b]` gives two `<Contents>`).
+ */
+export function xmlDocument(root: string, body: Element): string {
+  const inner = Object.entries(body).map(([k, v]) => render(k, v)).join("");
+  return `<?xml version="1.0" encoding="UTF-8"?>\n<${root} xmlns="${S3_NS}">${inner}</${root}>`;
+}
+
+const parser = new XMLParser({ ignoreAttributes: true, parseTagValue: false, trimValues: true, isArray: (name) => ["Part", "Object"].includes(name) });
+
+/** Reads a request body's XML; malformed XML is the client's fault. */
+export function parseXml(text: string): Record<string, unknown> {
+  try {
+    return parser.parse(text, true) as Record<string, unknown>;
+  } catch {
+    throw new S3Error("MalformedXML", "The XML you provided was not well-formed or did not validate against our published schema.", 400);
+  }
+}
+
+/** An S3 error: its code, message and HTTP status, sent as S3's XML error document. */
+export class S3Error extends Error {
+  constructor(readonly code: string, message: string, readonly status: number, readonly extra: Record<string, string> = {}) {
+    super(message);
+  }
+}
+
+export function errorDocument(err: S3Error, resource: string, requestId: string): string {
+  const extra = Object.fromEntries(Object.entries(err.extra).map(([k, v]) => [k, v]));
+  return `<?xml version="1.0" encoding="UTF-8"?>\n${render("Error", { Code: err.code, Message: err.message, ...extra, Resource: resource, RequestId: requestId })}`;
+}

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import fs from "node:fs";
+import http from "node:http";
 import path from "node:path";
 import test from "node:test";
 import {
@@ -13,6 +14,7 @@ import { Upload } from "@aws-sdk/lib-storage";
 import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
 import { startCluster, tmpDir, waitFor } from "./helpers/cluster.js";
 import { addKey, s3Client, startGateway } from "./helpers/s3.js";
+import { sdkSigner } from "./helpers/s3-sign.js";
 
 const md5 = (b: Buffer) => createHash("md5").update(b).digest("hex");
 
@@ -188,4 +190,35 @@ test("the gateway serves HTTPS with the cluster's certificate", async (t) => {
   await s3.send(new CreateBucketCommand({ Bucket: "secure" }));
   await s3.send(new PutObjectCommand({ Bucket: "secure", Key: "k", Body: "over tls" }));
   assert.equal((await bytes(s3, "secure", "k")).toString(), "over tls");
+});
+
+test("a client that goes away mid-upload leaves no object, and the gateway serves on", async (t) => {
+  const c = await startCluster(t, { storage: 2 });
+  const key = await addKey(t, c);
+  const gw = await startGateway(t, c);
+  const s3 = s3Client(gw.url, key);
+  t.after(() => s3.destroy());
+  await s3.send(new CreateBucketCommand({ Bucket: "cut" }));
+  await s3.send(new PutObjectCommand({ Bucket: "cut", Key: "half", Body: "old" }));
+
+  const url = new URL(gw.url);
+  const size = 16 * 1024 * 1024;
+  const signed = await sdkSigner(key.secret, key.id).sign({
+    method: "PUT", protocol: "http:", hostname: url.hostname, port: Number(url.port), path: "/cut/half", query: {},
+    headers: { host: url.host, "content-length": String(size), "x-amz-content-sha256": "UNSIGNED-PAYLOAD" },
+  });
+  const sent = await new Promise<number>((resolve, reject) => {
+    const req = http.request({ host: url.hostname, port: url.port, method: "PUT", path: "/cut/half", headers: signed.headers });
+    req.on("error", () => undefined); // the socket is cut on purpose
+    req.write(randomBytes(size / 2), (err) => {
+      if (err) return reject(err);
+      req.destroy();
+      resolve(size / 2);
+    });
+  });
+  assert.equal(sent, size / 2);
+  // The half-sent version never appears: the old one stays, and the gateway answers the next request.
+  await waitFor(async () => (await bytes(s3, "cut", "half")).toString() === "old" || undefined, "the gateway serving after the cut");
+  const listed = await s3.send(new ListObjectsV2Command({ Bucket: "cut" }));
+  assert.deepEqual(listed.Contents!.map((o) => [o.Key, o.Size]), [["half", 3]]);
 });

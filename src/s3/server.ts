@@ -105,6 +105,10 @@ async function serve(init: S3ServerInit, req: IncomingMessage, res: ServerRespon
     const reply = await route(signed.method, target.bucket, target.key, ctx.query, req.headers)(ctx);
     await send(res, reply);
   } catch (err) {
+    if (res.destroyed || (req.destroyed && !req.complete)) {
+      init.log.debug("s3 client went away", { method: req.method, resource, requestId });
+      return; // nobody is left to answer; what it sent is not committed
+    }
     const e = err instanceof S3AuthError ? new S3Error(err.code, err.message, err.status) : s3ErrorOf(err);
     if (e.status >= 500) init.log.warn("s3 request failed", { method: req.method, resource, requestId, err });
     if (res.headersSent) {

@@ -176,7 +176,7 @@ export function startWorker(name: string, mode: string, config: unknown, logDir:
 export async function startDfs(name: string, args: string[], logDir: string): Promise<{ child: Child; url: string; ms: number }> {
   const bin = dfsBinary();
   const child = new Child(name, bin ? args : [path.join(ROOT, "src/node.ts"), ...args], path.join(logDir, `${name}.log`), {}, bin);
-  const m = await child.next(/listening on (wss:\/\/\S+)/, 120_000);
+  const m = await child.next(/listening on ((?:wss|https?):\/\/\S+)/, 120_000);
   return { child, url: m[1]!, ms: performance.now() - child.started };
 }
 

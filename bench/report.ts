@@ -1,6 +1,7 @@
 /** Turns the measured figures into rows (dfs figure, target, baseline, ratio, met) and a markdown table. */
 import type { Baselines } from "./baselines.js";
 import { COLD_PHASE, type MetaResult } from "./metadata.js";
+import type { S3Result } from "./s3.js";
 import type { LargeResult, OpFigure, SmallResult } from "./workloads.js";
 
 const MiB = 1024 * 1024;
@@ -36,6 +37,7 @@ export interface Results {
   storagePeakRss?: { name: string; bytes: number }[];
   small?: SmallResult;
   metadata?: MetaResult;
+  s3?: S3Result;
 }
 
 const num = (v: number, digits: number) => (Number.isFinite(v) ? v.toFixed(digits) : "n/a");
@@ -135,6 +137,25 @@ export function buildRows(r: Results): Row[] {
       add(s, label, f.opsPerSec, "ops/s", "reqs");
       add(s, `${label.split(" ")[0]} p50`, f.p50Ms, "ms", "rtt");
     }
+  }
+  if (r.s3) {
+    const S = r.s3;
+    const s = `S3 gateway (${num(S.size / MiB, 0)} MiB object; ${S.small.count} × 1 KiB objects, ${S.small.clients} clients)`;
+    const beside = (v: number | undefined, unit: string) => (v === undefined ? "" : ` (native client in this run: ${show(v, unit)})`);
+    const oneK = r.small?.phases["write:1k"] as OpFigure | undefined;
+    const oneKRead = r.small?.phases["read:1k"] as OpFigure | undefined;
+    add(s, `PutObject${beside(r.large?.write.MiBs, "MiB/s")}`, S.put.MiBs, "MiB/s", "wss");
+    add(s, `GetObject${beside(r.large?.coldRead.MiBs, "MiB/s")}`, S.get.MiBs, "MiB/s", "wss");
+    for (const [what, f] of [["PutObject", S.put], ["GetObject", S.get]] as const) {
+      add(s, `CPU per MiB, ${what} (${Object.entries(f.cpuMsPerMiB).map(([k, v]) => `${k} ${num(v, 2)}`).join(", ")})`, Object.values(f.cpuMsPerMiB).reduce((a, b) => a + b, 0), "ms", null);
+    }
+    add(s, `1 KiB PutObject${beside(oneK?.opsPerSec, "ops/s")}`, S.small.put.opsPerSec, "ops/s", "fsync");
+    add(s, "1 KiB PutObject p99", S.small.put.p99Ms, "ms", "rtt");
+    cpuRows(s, "1 KiB PutObject", S.small.put);
+    add(s, `1 KiB GetObject${beside(oneKRead?.opsPerSec, "ops/s")}`, S.small.get.opsPerSec, "ops/s", "reqs");
+    add(s, "1 KiB GetObject p99", S.small.get.p99Ms, "ms", "rtt");
+    cpuRows(s, "1 KiB GetObject", S.small.get);
+    add(s, "gateway peak RSS (whole section)", S.gatewayPeakRss, "bytes", "runtime");
   }
   if (r.metadata) {
     const M = r.metadata;

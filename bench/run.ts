@@ -14,6 +14,7 @@ import { postgresRuns, type PgResults } from "./pg-runs.js";
 import { BenchPostgres } from "./postgres.js";
 import { baselineTable, buildRows, rowsTable, type Results } from "./report.js";
 import { pgMetaTable, pgSmallTable } from "./report-pg.js";
+import { s3Section } from "./s3.js";
 import { largeFile, smallFiles } from "./workloads.js";
 
 const MiB = 1024 * 1024;
@@ -21,7 +22,7 @@ const USAGE = `usage: npm run bench -- [options]
   --quick              small sizes, under two minutes (large file 128 MiB, 1,000 + 200 small files, 100,000 metadata files)
   --size BYTES         large-file size (suffix K, M, G allowed; default 1G, quick 128M)
   --json FILE          also write every figure as JSON to FILE
-  --only LIST          comma list of large, small, meta (default: all; baselines always run)
+  --only LIST          comma list of large, small, meta, s3 (default: all; baselines always run)
   --files-1k N         1 KiB files (default 5000, quick 1000)
   --files-64k N        64 KiB files (default 1000, quick 200)
   --meta-files N       files in the metadata-scale directory (default 1000000, quick 100000)
@@ -86,12 +87,12 @@ const opts = {
   metaFiles: intArg(o["meta-files"], quick ? 100_000 : 1_000_000, "--meta-files"),
   clients: intArg(o.clients, 16, "--clients"),
   procs: intArg(o.procs, 2, "--procs"),
-  only: new Set((o.only ?? "large,small,meta").split(",").map((s) => s.trim())),
+  only: new Set((o.only ?? "large,small,meta,s3").split(",").map((s) => s.trim())),
   postgres: o.metadata === "postgres",
   pgMetaFiles: intArg(o["pg-meta-files"], quick ? 200_000 : 10_000_000, "--pg-meta-files"),
 };
 if (!["sqlite", "postgres"].includes(o.metadata!)) throw new Error(`--metadata takes sqlite or postgres (got ${o.metadata})`);
-for (const p of opts.only) if (!["large", "small", "meta"].includes(p)) throw new Error(`--only takes large, small, meta (got ${p})`);
+for (const p of opts.only) if (!["large", "small", "meta", "s3"].includes(p)) throw new Error(`--only takes large, small, meta, s3 (got ${p})`);
 if (o["cpu-prof"]) {
   const dir = path.resolve(o["cpu-prof"]);
   fs.mkdirSync(dir, { recursive: true });
@@ -141,7 +142,7 @@ async function main(): Promise<void> {
 
   let others: Record<string, ReturnType<typeof readVm>> = {};
   const small = { count1k: opts.count1k, count64k: opts.count64k, clients: opts.clients, processes: opts.procs, lsPerClient: quick ? 50 : 200 };
-  if (opts.only.has("large") || opts.only.has("small")) {
+  if (opts.only.has("large") || opts.only.has("small") || opts.only.has("s3")) {
     progress("starting cluster: directory, lock, 3 storage nodes (replicas 2)");
     await cluster.start();
     progress(`cluster up at ${cluster.dirUrls.join(",")}`);
@@ -149,6 +150,10 @@ async function main(): Promise<void> {
     if (opts.only.has("small")) {
       progress(`small files: ${opts.count1k} × 1 KiB and ${opts.count64k} × 64 KiB, ${opts.clients} clients in ${opts.procs} processes`);
       results.small = await smallFiles(cluster, small, progress);
+    }
+    if (opts.only.has("s3")) {
+      progress(`s3 gateway: a ${(opts.size / MiB).toFixed(0)} MiB object, then ${opts.count1k} × 1 KiB objects from ${opts.clients} clients`);
+      results.s3 = await s3Section(cluster, { size: opts.size, count: opts.count1k, clients: opts.clients }, progress);
     }
     results.storagePeakRss = cluster.storage.map((c, i) => ({ name: `storage-${i}`, bytes: readVm(c.pid).hwm }));
     others = { directory: readVm(cluster.directory.pid), lock: readVm(cluster.lock.pid) };
@@ -179,6 +184,7 @@ async function main(): Promise<void> {
     results.large?.note && `large file: ${results.large.note}`,
     results.large && `warm read: the client hashes every byte once (each chunk against its name as it leaves the cache), so the SHA-256 rate of one core bounds it`,
     results.small?.note && `small files: ${results.small.note}`,
+    results.s3 && `s3: the gateway runs as its own process over plain HTTP on loopback (--s3-insecure-loopback); the AWS SDK for JavaScript v3 in the bench process sends one PutObject of the whole file (streamed, aws-chunked with a CRC32 trailer as the SDK sends it) and one GetObject, then ${results.s3.small.clients} concurrent loops of 1 KiB PutObject and GetObject; the page cache is dropped before the GetObject when the bench runs as root`,
     results.metadata && `metadata: ${results.metadata.diskNote}; restart = SIGKILL, start on the same data, time to the first dir.lookup answer (listening line after ${(results.metadata.restartListeningMs / 1000).toFixed(2)} s; an empty directory starts in ${(results.metadata.emptyStartMs / 1000).toFixed(2)} s)`,
     `ratio = dfs figure / the baseline named in its row; for latencies that is "round trips' worth"`,
     `every process (bench, workers, ${opts.only.has("large") || opts.only.has("small") ? "5 dfs nodes, " : ""}the metadata directory) shares the ${os.cpus().length} CPUs of this machine`,

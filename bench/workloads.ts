@@ -35,7 +35,7 @@ export interface LargeResult {
 }
 
 /** Empties the kernel's page cache, as a cold read of another file system is measured; false where not allowed. */
-function dropPageCache(): boolean {
+export function dropPageCache(): boolean {
   try {
     execFileSync("sync");
     writeFileSync("/proc/sys/vm/drop_caches", "3");
@@ -46,7 +46,7 @@ function dropPageCache(): boolean {
 }
 
 /** Writes `size` bytes of random data to a local file, 16 MiB at a time. */
-async function makeFile(file: string, size: number): Promise<void> {
+export async function makeFile(file: string, size: number): Promise<void> {
   const fh = await fs.open(file, "w");
   const buf = Buffer.allocUnsafe(16 * MiB);
   for (let done = 0; done < size; done += buf.length) {

@@ -228,13 +228,15 @@ on PostgreSQL yet; this prepares the database for it.`)
     .option("--replicas <n>", "copies of every chunk", int("--replicas", 1), 2)
     .option("--http <host:port>", "where the status page and /metrics of the whole cluster are served", httpAddress, parseHttpAddress("127.0.0.1:0"))
     .option("--no-http", "serve no status page")
+    .option("--s3 [host:port]", "also run an S3 gateway (default 127.0.0.1:9080; plain HTTP on loopback) with a key for every bucket, kept in DATA/s3-key.json", httpAddress)
     .argument("[command...]", "run one client command instead of the REPL")
     .action(async (command: string[], o) => {
       fs.mkdirSync(o.data, { recursive: true });
       const logFile = fs.openSync(path.join(o.data, "dfs.log"), "a");
       // The REPL owns the terminal; the cluster's log lines go to a file beside its data.
       setLogSink((line) => fs.writeSync(logFile, line + "\n"));
-      const code = await runLocal({ storage: o.storage, dataDir: o.data, replicas: o.replicas, command, http: o.http || undefined });
+      const s3 = o.s3 === true ? parseHttpAddress("127.0.0.1:9080") : (o.s3 as HttpAddress | undefined);
+      const code = await runLocal({ storage: o.storage, dataDir: o.data, replicas: o.replicas, command, http: o.http || undefined, s3 });
       process.exit(code);
     });
   addS3Commands(program);

@@ -1,11 +1,11 @@
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { loadCerts } from "./certs/load.js";
 import { startNode, type RunningNode } from "./host.js";
 import { logger } from "./log.js";
 import { DfsError } from "./protocol/errors.js";
-import { runClient, type DfsClient } from "./roles/client.js";
-import type { HttpAddress } from "./observe/address.js";
+import { DfsClient, runClient } from "./roles/client.js";
+import { isLoopback, type HttpAddress } from "./observe/address.js";
 
 export interface LocalInit {
   storage: number;
@@ -15,6 +15,8 @@ export interface LocalInit {
   command: string[];
   /** Where the status page and the metrics of every node (and the client) are served. */
   http?: HttpAddress;
+  /** Where an S3 gateway serves (plain HTTP on loopback, HTTPS elsewhere), with a key kept in the data folder. */
+  s3?: HttpAddress;
 }
 
 /**
@@ -49,8 +51,11 @@ export async function runLocal(init: LocalInit): Promise<number> {
         ...withDir, roles: ["storage"], dataDir: path.join(init.dataDir, `storage-${i}`), tls: loadCerts(certDir, "storage"), label: `storage-${i}`,
       }));
     }
+    const s3 = init.s3 ? await startLocalGateway(init, init.s3, certDir, dir.url) : undefined;
+    if (s3) nodes.push(s3.node);
     if (init.command.length === 0 && process.stdin.isTTY) {
       process.stderr.write(`local cluster: directory ${dir.url}, lock, ${init.storage} storage nodes; data in ${init.dataDir}\n`);
+      if (s3) process.stderr.write(`s3: ${s3.url} (key ${s3.key.id}, secret ${s3.key.secret}; also in ${s3.keyFile})\n`);
       if (dir.httpUrl) process.stderr.write(`status page: ${dir.httpUrl}/ (metrics at ${dir.httpUrl}/metrics)\n`);
     }
     if (dir.httpUrl) logger("local").info("status page", { url: dir.httpUrl });
@@ -69,6 +74,36 @@ export async function runLocal(init: LocalInit): Promise<number> {
   } finally {
     await closeAll();
   }
+}
+
+/**
+ * The S3 gateway of `dfs local --s3`, with an access key for every bucket made on the first run and kept in the
+ * data folder beside the certificates (it opens the same data they do).
+ */
+async function startLocalGateway(init: LocalInit, address: HttpAddress, certDir: string, directoryUrl: string) {
+  const tls = loadCerts(certDir, "client");
+  const keyFile = path.join(init.dataDir, "s3-key.json");
+  let key: { id: string; secret: string };
+  if (existsSync(keyFile)) {
+    key = JSON.parse(readFileSync(keyFile, "utf8")) as typeof key;
+  } else {
+    const client = new DfsClient({ directoryUrls: [directoryUrl], tls, cacheDir: path.join(init.dataDir, "cache"), log: logger("local") });
+    try {
+      await client.connect();
+      const made = await client.s3Keys.add(["*"]);
+      key = { id: made.id, secret: made.secret };
+      writeFileSync(keyFile, JSON.stringify(key) + "\n", { mode: 0o600 });
+    } finally {
+      await client.close();
+    }
+  }
+  const { startGateway } = await import("./s3/gateway.js");
+  const gw = await startGateway({
+    host: address.host, port: address.port, tls, directoryUrls: [directoryUrl], dataDir: path.join(init.dataDir, "s3"),
+    insecureLoopback: isLoopback(address.host), log: logger("s3"),
+  });
+  logger("local").info("s3 gateway", { url: gw.url, key: key.id, keyFile });
+  return { url: gw.url, key, keyFile, node: { close: () => gw.close() } as RunningNode };
 }
 
 /** Waits until the lock service and every storage node have registered, so the first command finds them. */

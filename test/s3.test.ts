@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import fs from "node:fs";
 import http from "node:http";
@@ -12,7 +13,7 @@ import {
 } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
 import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
-import { startCluster, tmpDir, waitFor } from "./helpers/cluster.js";
+import { freeAddress, ROOT, startCluster, tmpDir, waitFor } from "./helpers/cluster.js";
 import { addKey, s3Client, startGateway } from "./helpers/s3.js";
 import { sdkSigner } from "./helpers/s3-sign.js";
 
@@ -221,4 +222,23 @@ test("a client that goes away mid-upload leaves no object, and the gateway serve
   await waitFor(async () => (await bytes(s3, "cut", "half")).toString() === "old" || undefined, "the gateway serving after the cut");
   const listed = await s3.send(new ListObjectsV2Command({ Bucket: "cut" }));
   assert.deepEqual(listed.Contents!.map((o) => [o.Key, o.Size]), [["half", 3]]);
+});
+
+test("`npm start -- --s3` runs a gateway with a key kept beside the cluster's data", async (t) => {
+  const work = tmpDir(t);
+  const data = path.join(work, "cluster");
+  const port = Number(new URL(await freeAddress()).port);
+  const npm = process.platform === "win32" ? "npm.cmd" : "npm";
+  const child = spawn(npm, ["--prefix", ROOT, "start", "--", "--data", data, "--s3", `127.0.0.1:${port}`], { cwd: work, stdio: ["pipe", "pipe", "pipe"] });
+  t.after(() => child.kill("SIGKILL"));
+  const exited = new Promise<number | null>((resolve) => child.on("exit", resolve));
+  const keyFile = path.join(data, "s3-key.json");
+  const key = await waitFor(() => (fs.existsSync(keyFile) ? JSON.parse(fs.readFileSync(keyFile, "utf8")) as { id: string; secret: string } : undefined), "the key file");
+  const s3 = s3Client(`http://127.0.0.1:${port}`, key);
+  t.after(() => s3.destroy());
+  await waitFor(async () => (await s3.send(new CreateBucketCommand({ Bucket: "local" })).then(() => true, () => undefined)), "the gateway answering");
+  await s3.send(new PutObjectCommand({ Bucket: "local", Key: "k", Body: "via the local gateway" }));
+  assert.equal((await bytes(s3, "local", "k")).toString(), "via the local gateway");
+  child.stdin.end();
+  assert.equal(await exited, 0);
 });

@@ -4,6 +4,7 @@
  * then 1 KiB objects from concurrent clients, beside the native client's figures of the same run.
  */
 import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
 import { promisify } from "node:util";
@@ -83,8 +84,8 @@ export async function s3Section(cluster: BenchCluster, o: { size: number; count:
     if (got !== o.size) throw new Error(`GetObject returned ${got} bytes of ${o.size}`);
     const get = { MiBs: o.size / MiB / ((performance.now() - t0) / 1000), cpuMsPerMiB: cpuSince(groups, cpu0, o.size / MiB) };
     progress(`s3: GetObject ${get.MiBs.toFixed(1)} MiB/s; ${o.count} × 1 KiB objects, ${o.clients} clients`);
-    const payload = Buffer.alloc(1024, 7);
-    const smallPut = await concurrent(o.count, o.clients, groups, async (i) => void await s3.send(new PutObjectCommand({ Bucket: "bench", Key: `small/${i}`, Body: payload })));
+    // Distinct contents, as in the native phase: equal ones would be stored once.
+    const smallPut = await concurrent(o.count, o.clients, groups, async (i) => void await s3.send(new PutObjectCommand({ Bucket: "bench", Key: `small/${i}`, Body: randomBytes(1024) })));
     const smallGet = await concurrent(o.count, o.clients, groups, async (i) => {
       const r = await s3.send(new GetObjectCommand({ Bucket: "bench", Key: `small/${i}` }));
       await r.Body!.transformToByteArray();

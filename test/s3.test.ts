@@ -114,6 +114,17 @@ test("the S3 API through the AWS SDK: buckets, objects, listings, copies, multip
     assert.equal(await code(s3.send(new DeleteBucketCommand({ Bucket: "photos" }))), "BucketNotEmpty");
   });
 
+  await t.test("DeleteObjects deletes exactly the keys it names", async () => {
+    await s3.send(new CreateBucketCommand({ Bucket: "deletes" }));
+    // The SDK writes U+2028 in a key as the character reference &#x2028; (Go's encoder so writes every quote).
+    const keys = ["line\u2028sep", "keep"];
+    for (const k of keys) await s3.send(new PutObjectCommand({ Bucket: "deletes", Key: k, Body: k }));
+    const del = await s3.send(new DeleteObjectsCommand({ Bucket: "deletes", Delete: { Objects: [{ Key: "line\u2028sep" }] } }));
+    assert.deepEqual(del.Deleted!.map((d) => d.Key), ["line\u2028sep"]);
+    const left = await s3.send(new ListObjectsV2Command({ Bucket: "deletes" }));
+    assert.deepEqual(left.Contents!.map((o) => o.Key), ["keep"]);
+  });
+
   await t.test("multipart: lib-storage upload, parts listed, completion checked, abort", async () => {
     const big = randomBytes(12 * 1024 * 1024 + 12345);
     const up = new Upload({ client: s3, params: { Bucket: "photos", Key: "big.bin", Body: big, ContentType: "application/x-big" }, partSize: 5 * 1024 * 1024, queueSize: 2 });

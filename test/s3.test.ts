@@ -116,13 +116,14 @@ test("the S3 API through the AWS SDK: buckets, objects, listings, copies, multip
 
   await t.test("DeleteObjects deletes exactly the keys it names", async () => {
     await s3.send(new CreateBucketCommand({ Bucket: "deletes" }));
-    // The SDK writes U+2028 in a key as the character reference &#x2028; (Go's encoder so writes every quote).
-    const keys = ["line\u2028sep", "keep"];
+    // The SDK writes U+2028 in a key as the character reference &#x2028; (Go's encoder so writes every quote),
+    // and a key's leading and trailing spaces as they are: " pad " is not "pad".
+    const keys = ["line\u2028sep", " pad ", "pad"];
     for (const k of keys) await s3.send(new PutObjectCommand({ Bucket: "deletes", Key: k, Body: k }));
-    const del = await s3.send(new DeleteObjectsCommand({ Bucket: "deletes", Delete: { Objects: [{ Key: "line\u2028sep" }] } }));
-    assert.deepEqual(del.Deleted!.map((d) => d.Key), ["line\u2028sep"]);
+    const del = await s3.send(new DeleteObjectsCommand({ Bucket: "deletes", Delete: { Objects: [{ Key: "line\u2028sep" }, { Key: " pad " }] } }));
+    assert.deepEqual(del.Deleted!.map((d) => d.Key).sort(), [" pad ", "line\u2028sep"]);
     const left = await s3.send(new ListObjectsV2Command({ Bucket: "deletes" }));
-    assert.deepEqual(left.Contents!.map((o) => o.Key), ["keep"]);
+    assert.deepEqual(left.Contents!.map((o) => o.Key), ["pad"]);
   });
 
   await t.test("multipart: lib-storage upload, parts listed, completion checked, abort", async () => {

@@ -116,7 +116,7 @@ export async function completeUpload(ctx: Ctx): Promise<Reply> {
   const id = ctx.query.get("uploadId")!;
   const upload = await openUpload(ctx, id);
   const doc = parseXml(await smallBody(ctx)) as { CompleteMultipartUpload?: { Part?: { PartNumber?: string; ETag?: string }[] } };
-  const asked = (doc.CompleteMultipartUpload?.Part ?? []).map((p) => ({ n: Number(p.PartNumber), etag: String(p.ETag ?? "").replace(/"/g, "") }));
+  const asked = (doc.CompleteMultipartUpload?.Part ?? []).map((p) => ({ n: Number(p.PartNumber), etag: String(p.ETag ?? "").trim().replace(/"/g, "") }));
   if (asked.length === 0) throw new S3Error("MalformedXML", "You must specify at least one part", 400);
   const have = new Map((await partsOf(ctx, id)).map((p) => [p.n, p]));
   for (let i = 1; i < asked.length; i++) {

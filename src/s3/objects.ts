@@ -169,7 +169,7 @@ export async function deleteObjects(ctx: Ctx): Promise<Reply> {
       errors.push({ Key: key, Code: e.code, Message: e.message });
     }
   }
-  const quiet = doc.Delete?.Quiet === "true";
+  const quiet = String(doc.Delete?.Quiet ?? "").trim() === "true";
   return { xml: xmlDocument("DeleteResult", { Deleted: quiet ? [] : deleted, Error: errors }) };
 }
 

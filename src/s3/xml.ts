@@ -52,7 +52,11 @@ function decodeReferences(text: string): string {
 
 const references = { decode: decodeReferences, reset() {}, setXmlVersion() {}, addInputEntities() {}, setExternalEntities() {} };
 
-const parser = new XMLParser({ ignoreAttributes: true, parseTagValue: false, trimValues: true, isArray: (name) => ["Part", "Object"].includes(name), entityDecoder: references });
+const parser = new XMLParser({
+  ignoreAttributes: true, parseTagValue: false, isArray: (name) => ["Part", "Object"].includes(name), entityDecoder: references,
+  // A key's spaces are part of it (" a" and "a" are two objects): callers trim the fields where spaces mean nothing.
+  trimValues: false,
+});
 
 /** Reads a request body's XML; malformed XML is the client's fault. */
 export function parseXml(text: string): Record<string, unknown> {

@@ -5,9 +5,9 @@ import path from "node:path";
 import test from "node:test";
 import {
   AbortMultipartUploadCommand, CompleteMultipartUploadCommand, CopyObjectCommand, CreateBucketCommand, CreateMultipartUploadCommand,
-  DeleteBucketCommand, DeleteObjectCommand, DeleteObjectsCommand, GetObjectAclCommand, GetObjectCommand, HeadBucketCommand,
+  DeleteBucketCommand, DeleteObjectCommand, DeleteObjectsCommand, GetBucketVersioningCommand, GetObjectAclCommand, GetObjectCommand, HeadBucketCommand,
   HeadObjectCommand, ListBucketsCommand, ListMultipartUploadsCommand, ListObjectsCommand, ListObjectsV2Command, ListPartsCommand,
-  PutObjectCommand, S3ServiceException, UploadPartCommand, type S3Client,
+  PutBucketVersioningCommand, PutObjectCommand, S3ServiceException, UploadPartCommand, type S3Client,
 } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
 import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
@@ -45,6 +45,10 @@ test("the S3 API through the AWS SDK: buckets, objects, listings, copies, multip
     await s3.send(new HeadBucketCommand({ Bucket: "photos" }));
     assert.equal(await code(s3.send(new HeadBucketCommand({ Bucket: "nothere" }))), "NotFound");
     assert.equal(await code(s3.send(new CreateBucketCommand({ Bucket: "Bad_Name" }))), "InvalidBucketName");
+    // rclone reads the versioning state before it deletes: never enabled, and turning it on is not served.
+    assert.equal((await s3.send(new GetBucketVersioningCommand({ Bucket: "photos" }))).Status, undefined);
+    assert.equal(await code(s3.send(new GetBucketVersioningCommand({ Bucket: "nothere" }))), "NoSuchBucket");
+    assert.equal(await code(s3.send(new PutBucketVersioningCommand({ Bucket: "photos", VersioningConfiguration: { Status: "Enabled" } }))), "NotImplemented");
     const names = (await s3.send(new ListBucketsCommand({}))).Buckets!.map((b) => b.Name);
     assert.deepEqual(names, ["empty", "photos"]);
     await s3.send(new DeleteBucketCommand({ Bucket: "empty" }));

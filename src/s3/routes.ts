@@ -1,4 +1,4 @@
-import { bucketLocation, createBucket, deleteBucket, headBucket, listBuckets } from "./buckets.js";
+import { bucketLocation, bucketVersioning, createBucket, deleteBucket, headBucket, listBuckets } from "./buckets.js";
 import type { Ctx, Reply } from "./context.js";
 import { listObjectsV1, listObjectsV2 } from "./listing.js";
 import { abortUpload, completeUpload, createUpload, listParts, listUploads, uploadPart } from "./multipart.js";
@@ -28,8 +28,10 @@ function notImplemented(what: string): S3Error {
 /** The operation a request names: method, bucket or object, and its sub-resource. */
 export function route(method: string, bucket: string | undefined, key: string | undefined, query: URLSearchParams, headers: Record<string, unknown>): Op {
   const has = (q: string) => query.has(q);
-  const extra = [...query.keys()].filter((k) => !PLAIN.has(k) && !["uploads", "delete", "location"].includes(k));
+  const extra = [...query.keys()].filter((k) => !PLAIN.has(k) && !["uploads", "delete", "location", "versioning"].includes(k));
   if (extra.length > 0) return () => Promise.reject(notImplemented(`?${extra[0]}`));
+  // Reading the state is served (rclone asks before deleting); setting it is not.
+  if (has("versioning")) return method === "GET" && bucket !== undefined && key === undefined ? bucketVersioning : () => Promise.reject(notImplemented("?versioning"));
   if (has("versionId")) return () => Promise.reject(notImplemented("versionId"));
   if (bucket === undefined) {
     if (method === "GET") return listBuckets;

@@ -5,9 +5,9 @@ import path from "node:path";
 import test from "node:test";
 import {
   AbortMultipartUploadCommand, CompleteMultipartUploadCommand, CopyObjectCommand, CreateBucketCommand, CreateMultipartUploadCommand,
-  DeleteBucketCommand, DeleteObjectCommand, DeleteObjectsCommand, GetBucketVersioningCommand, GetObjectAclCommand, GetObjectCommand, HeadBucketCommand,
+  DeleteBucketCommand, DeleteObjectCommand, DeleteObjectsCommand, GetBucketVersioningCommand, GetObjectAclCommand, GetObjectCommand, GetObjectTaggingCommand, HeadBucketCommand,
   HeadObjectCommand, ListBucketsCommand, ListMultipartUploadsCommand, ListObjectsCommand, ListObjectsV2Command, ListPartsCommand,
-  PutBucketVersioningCommand, PutObjectCommand, S3ServiceException, UploadPartCommand, type S3Client,
+  PutBucketVersioningCommand, PutObjectCommand, PutObjectTaggingCommand, S3ServiceException, UploadPartCommand, type S3Client,
 } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
 import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
@@ -74,6 +74,12 @@ test("the S3 API through the AWS SDK: buckets, objects, listings, copies, multip
     assert.equal(await code(s3.send(new GetObjectCommand({ Bucket: "photos", Key: "2024/cat.jpg", IfNoneMatch: put.ETag }))), "304");
     assert.equal(await code(s3.send(new GetObjectCommand({ Bucket: "photos", Key: "2024/none" }))), "NoSuchKey");
     assert.equal(await code(s3.send(new GetObjectAclCommand({ Bucket: "photos", Key: "2024/cat.jpg" }))), "NotImplemented");
+    // No object has tags (the AWS CLI reads them before copying one), and none can be set.
+    assert.deepEqual((await s3.send(new GetObjectTaggingCommand({ Bucket: "photos", Key: "2024/cat.jpg" }))).TagSet, []);
+    assert.equal(await code(s3.send(new GetObjectTaggingCommand({ Bucket: "photos", Key: "2024/none" }))), "NoSuchKey");
+    assert.equal(await code(s3.send(new PutObjectTaggingCommand({ Bucket: "photos", Key: "2024/cat.jpg", Tagging: { TagSet: [{ Key: "a", Value: "b" }] } }))), "NotImplemented");
+    assert.equal(await code(s3.send(new PutObjectCommand({ Bucket: "photos", Key: "2024/tagged", Body: "x", Tagging: "a=b" }))), "NotImplemented");
+    assert.equal(await code(s3.send(new HeadObjectCommand({ Bucket: "photos", Key: "2024/tagged" }))), "NotFound");
     assert.equal(await code(s3.send(new PutObjectCommand({ Bucket: "photos", Key: "a//b", Body: "x" }))), "InvalidArgument");
   });
 

@@ -142,6 +142,13 @@ export async function getObject(ctx: Ctx, head = false): Promise<Reply> {
   };
 }
 
+/** GetObjectTagging: tags are never stored (a write that names some is refused), so every object's set is empty. */
+export async function objectTagging(ctx: Ctx): Promise<Reply> {
+  const bucket = await requireBucket(ctx);
+  await stat(ctx, objectPath(bucket, ctx.key!));
+  return { xml: xmlDocument("Tagging", { TagSet: {} }) };
+}
+
 export async function deleteObject(ctx: Ctx): Promise<Reply> {
   const bucket = await requireBucket(ctx);
   const path = objectPath(bucket, ctx.key!);

@@ -92,6 +92,15 @@ test("the S3 API through the AWS SDK: buckets, objects, listings, copies, multip
     assert.equal(h.ContentType, "text/plain");
     assert.deepEqual(h.Metadata, { a: "b" });
     assert.deepEqual(await bytes(s3, "photos", "copy2.jpg"), data);
+    // The source's conditions are the copy's: each one that fails is 412, and nothing is written.
+    const copy = (extra: Partial<ConstructorParameters<typeof CopyObjectCommand>[0]>) => s3.send(new CopyObjectCommand({ Bucket: "photos", Key: "copy3.jpg", CopySource: "photos/2024/cat.jpg", ...extra }));
+    assert.equal(await code(copy({ CopySourceIfMatch: '"0123"' })), "PreconditionFailed");
+    assert.equal(await code(copy({ CopySourceIfNoneMatch: `"${md5(data)}"` })), "PreconditionFailed");
+    assert.equal(await code(copy({ CopySourceIfModifiedSince: new Date(Date.now() + 3_600_000) })), "PreconditionFailed");
+    assert.equal(await code(copy({ CopySourceIfUnmodifiedSince: new Date(Date.now() - 3_600_000) })), "PreconditionFailed");
+    assert.equal(await code(copy({ CopySource: "photos/2024/cat.jpg?versionId=abc" })), "NotImplemented", "no other version is copied instead");
+    assert.equal(await code(s3.send(new HeadObjectCommand({ Bucket: "photos", Key: "copy3.jpg" }))), "NotFound");
+    assert.equal((await copy({ CopySourceIfMatch: `"${md5(data)}"`, CopySourceIfModifiedSince: new Date(Date.now() - 3_600_000) })).CopyObjectResult!.ETag, `"${md5(data)}"`);
     const [a, b] = await Promise.all(["/photos/2024/cat.jpg", "/photos/copy2.jpg"].map(async (p) => JSON.parse((await c.client(["stat", "--json", p])).stdout) as { chunks: { hash: string }[] }));
     assert.deepEqual(b!.chunks.map((x) => x.hash), a!.chunks.map((x) => x.hash), "the copy names the same chunks");
   });

@@ -72,11 +72,16 @@ export async function putObject(ctx: Ctx): Promise<Reply> {
   return { headers: { ETag: `"${etag}"` } };
 }
 
+/** Whether an If-Match style list ("*", or ETags quoted or not, comma-separated) names `etag`. */
+function etagMatches(list: string, etag: string): boolean {
+  return list.split(",").map((s) => s.trim()).some((t) => t === "*" || t === etag || `"${t}"` === etag);
+}
+
 /** If-Match, If-None-Match, If-Modified-Since and If-Unmodified-Since, as S3 applies them. */
 function preconditions(ctx: Ctx, info: Versioned): Reply | undefined {
   const h = ctx.req.headers;
   const etag = etagOf(info);
-  const matches = (list: string) => list.split(",").map((s) => s.trim()).some((t) => t === "*" || t === etag || `"${t}"` === etag);
+  const matches = (list: string) => etagMatches(list, etag);
   const modified = Math.floor(info.mtime / 1000) * 1000;
   if (h["if-match"] && !matches(h["if-match"])) throw new S3Error("PreconditionFailed", "At least one of the pre-conditions you specified did not hold", 412, { Condition: "If-Match" });
   if (!h["if-match"] && h["if-unmodified-since"] && modified > Date.parse(h["if-unmodified-since"])) {
@@ -180,16 +185,50 @@ export async function deleteObjects(ctx: Ctx): Promise<Reply> {
   return { xml: xmlDocument("DeleteResult", { Deleted: quiet ? [] : deleted, Error: errors }) };
 }
 
-/** CopyObject: the new object names the source's chunks, so no data moves. */
-export async function copyObject(ctx: Ctx): Promise<Reply> {
-  const bucket = await requireBucket(ctx);
-  const target = objectPath(bucket, ctx.key!);
-  const source = decodeURIComponent(String(ctx.req.headers["x-amz-copy-source"]).split("?")[0]!).replace(/^\//, "");
+/**
+ * The object x-amz-copy-source names ("bucket/key", URL-encoded, optionally with a leading "/"), once the
+ * x-amz-copy-source-if-* conditions hold: each one that fails is 412, as S3 answers a copy.
+ */
+export async function copySource(ctx: Ctx): Promise<Versioned> {
+  const header = String(ctx.req.headers["x-amz-copy-source"]);
+  const q = header.indexOf("?");
+  // A version of the source would be a version ID this gateway never hands out: not the current version instead.
+  if (q >= 0 && new URLSearchParams(header.slice(q + 1)).has("versionId")) {
+    throw new S3Error("NotImplemented", "A header or query you provided implies functionality that is not implemented: x-amz-copy-source versionId", 501);
+  }
+  let source: string;
+  try {
+    source = decodeURIComponent(q >= 0 ? header.slice(0, q) : header).replace(/^\//, "");
+  } catch {
+    throw new S3Error("InvalidArgument", "Copy Source must be URL-encoded", 400);
+  }
   const slash = source.indexOf("/");
   if (slash <= 0) throw new S3Error("InvalidArgument", "Copy Source must mention the source bucket and key: sourcebucket/sourcekey", 400);
   const [srcBucket, srcKey] = [source.slice(0, slash), source.slice(slash + 1)];
   if (!mayUse(ctx.scope, srcBucket)) throw new S3Error("AccessDenied", `This key may not read bucket ${srcBucket}`, 403);
   const info = await stat({ ...ctx, key: srcKey }, objectPath(srcBucket, srcKey));
+  const h = ctx.req.headers;
+  const one = (name: string) => (typeof h[name] === "string" ? (h[name] as string) : undefined);
+  const etag = etagOf(info);
+  const modified = Math.floor(info.mtime / 1000) * 1000;
+  const failed = (condition: string) => new S3Error("PreconditionFailed", "At least one of the pre-conditions you specified did not hold", 412, { Condition: condition });
+  const ifMatch = one("x-amz-copy-source-if-match");
+  const ifNoneMatch = one("x-amz-copy-source-if-none-match");
+  const ifUnmodified = one("x-amz-copy-source-if-unmodified-since");
+  const ifModified = one("x-amz-copy-source-if-modified-since");
+  // As for GET: a matching If-Match overrides If-Unmodified-Since, and If-None-Match overrides If-Modified-Since.
+  if (ifMatch !== undefined && !etagMatches(ifMatch, etag)) throw failed("x-amz-copy-source-If-Match");
+  if (ifMatch === undefined && ifUnmodified !== undefined && modified > Date.parse(ifUnmodified)) throw failed("x-amz-copy-source-If-Unmodified-Since");
+  if (ifNoneMatch !== undefined && etagMatches(ifNoneMatch, etag)) throw failed("x-amz-copy-source-If-None-Match");
+  if (ifNoneMatch === undefined && ifModified !== undefined && modified <= Date.parse(ifModified)) throw failed("x-amz-copy-source-If-Modified-Since");
+  return info;
+}
+
+/** CopyObject: the new object names the source's chunks, so no data moves. */
+export async function copyObject(ctx: Ctx): Promise<Reply> {
+  const bucket = await requireBucket(ctx);
+  const target = objectPath(bucket, ctx.key!);
+  const info = await copySource(ctx);
   const replace = ctx.req.headers["x-amz-metadata-directive"] === "REPLACE";
   if (!replace && target === info.path) {
     throw new S3Error("InvalidRequest", "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata.", 400);

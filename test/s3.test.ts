@@ -7,7 +7,7 @@ import {
   AbortMultipartUploadCommand, CompleteMultipartUploadCommand, CopyObjectCommand, CreateBucketCommand, CreateMultipartUploadCommand,
   DeleteBucketCommand, DeleteObjectCommand, DeleteObjectsCommand, GetBucketVersioningCommand, GetObjectAclCommand, GetObjectCommand, GetObjectTaggingCommand, HeadBucketCommand,
   HeadObjectCommand, ListBucketsCommand, ListMultipartUploadsCommand, ListObjectsCommand, ListObjectsV2Command, ListPartsCommand,
-  PutBucketVersioningCommand, PutObjectCommand, PutObjectTaggingCommand, S3ServiceException, UploadPartCommand, type S3Client,
+  PutBucketVersioningCommand, PutObjectCommand, PutObjectTaggingCommand, S3ServiceException, UploadPartCommand, UploadPartCopyCommand, type S3Client,
 } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
 import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
@@ -155,6 +155,21 @@ test("the S3 API through the AWS SDK: buckets, objects, listings, copies, multip
     assert.equal((await s3.send(new HeadObjectCommand({ Bucket: "photos", Key: "big.bin" }))).ContentType, "application/x-big");
     const stat = JSON.parse((await c.client(["stat", "--json", "/photos/big.bin"])).stdout) as { sha256: string };
     assert.equal(stat.sha256, createHash("sha256").update(big).digest("hex"));
+
+    // UploadPartCopy: parts cut from other objects by range, or whole (how the AWS CLI copies a large object).
+    const copied = await s3.send(new CreateMultipartUploadCommand({ Bucket: "photos", Key: "copied.bin" }));
+    const copyPart = (PartNumber: number, CopySourceRange?: string, extra: { CopySource?: string; CopySourceIfMatch?: string } = {}) =>
+      s3.send(new UploadPartCopyCommand({ Bucket: "photos", Key: "copied.bin", UploadId: copied.UploadId, PartNumber, CopySource: "photos/big.bin", CopySourceRange, ...extra }));
+    const cut = 5 * 1024 * 1024;
+    const c1 = (await copyPart(1, `bytes=0-${cut - 1}`)).CopyPartResult!.ETag!;
+    const c2 = (await copyPart(2, `bytes=${cut}-${big.length - 1}`)).CopyPartResult!.ETag!;
+    const c3 = (await copyPart(3, undefined, { CopySource: "photos/2024/cat.jpg" })).CopyPartResult!.ETag!;
+    assert.deepEqual([c1, c2, c3], [big.subarray(0, cut), big.subarray(cut), data].map((b) => `"${md5(b)}"`));
+    assert.equal(await code(copyPart(4, `bytes=0-${big.length}`)), "InvalidArgument", "a range past the end");
+    assert.equal(await code(copyPart(4, "bytes=5-")), "InvalidArgument", "a range without its end");
+    assert.equal(await code(copyPart(4, undefined, { CopySourceIfMatch: '"0123"' })), "PreconditionFailed");
+    await s3.send(new CompleteMultipartUploadCommand({ Bucket: "photos", Key: "copied.bin", UploadId: copied.UploadId, MultipartUpload: { Parts: [{ PartNumber: 1, ETag: c1 }, { PartNumber: 2, ETag: c2 }, { PartNumber: 3, ETag: c3 }] } }));
+    assert.deepEqual(await bytes(s3, "photos", "copied.bin"), Buffer.concat([big, data]));
 
     const { UploadId } = await s3.send(new CreateMultipartUploadCommand({ Bucket: "photos", Key: "parts.bin" }));
     const p1 = randomBytes(5 * 1024 * 1024);

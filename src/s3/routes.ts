@@ -1,7 +1,7 @@
 import { bucketLocation, bucketVersioning, createBucket, deleteBucket, headBucket, listBuckets } from "./buckets.js";
 import type { Ctx, Reply } from "./context.js";
 import { listObjectsV1, listObjectsV2 } from "./listing.js";
-import { abortUpload, completeUpload, createUpload, listParts, listUploads, uploadPart } from "./multipart.js";
+import { abortUpload, completeUpload, createUpload, listParts, listUploads, uploadPart, uploadPartCopy } from "./multipart.js";
 import { copyObject, deleteObject, deleteObjects, getObject, objectTagging, putObject } from "./objects.js";
 import { S3Error } from "./xml.js";
 
@@ -47,10 +47,7 @@ export function route(method: string, bucket: string | undefined, key: string | 
     if (method === "DELETE") return deleteBucket;
     if (method === "POST" && has("delete")) return deleteObjects;
   } else {
-    if (method === "PUT" && has("uploadId")) {
-      if (headers["x-amz-copy-source"]) return () => Promise.reject(notImplemented("UploadPartCopy"));
-      return uploadPart;
-    }
+    if (method === "PUT" && has("uploadId")) return headers["x-amz-copy-source"] ? uploadPartCopy : uploadPart;
     if (method === "PUT") return headers["x-amz-copy-source"] ? copyObject : putObject;
     if (method === "GET" && has("uploadId")) return listParts;
     if (method === "GET") return (ctx) => getObject(ctx);

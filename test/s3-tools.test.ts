@@ -188,7 +188,7 @@ test("real S3 clients against the gateway over HTTPS: rclone and the AWS CLI", {
     await assert.rejects(s3.send(new HeadBucketCommand({ Bucket: "rclone-bkt" })), (err) => err instanceof S3ServiceException && err.$metadata.httpStatusCode === 404);
   });
 
-  await t.test("aws s3: mb, cp up and down, sync, ls, a multipart ETag, rm, rb", async (t) => {
+  await t.test("aws s3: mb, cp up and down, sync, ls, a multipart ETag, cp and mv between keys, rm, rb", async (t) => {
     const aws = awsCli(t, rig);
     const local = path.join(rig.work, "aws-tree");
     makeTree(local, 12 * MiB + 777);
@@ -221,11 +221,19 @@ test("real S3 clients against the gateway over HTTPS: rclone and the AWS CLI", {
     ok(await aws(["s3", "cp", "--recursive", "--only-show-errors", "s3://aws-bkt/tree/", down]), "aws s3 cp down");
     assertSameTree(local, down);
 
+    // Between keys, a large object is copied by parts (UploadPartCopy), after its tags are read.
+    ok(await aws(["s3", "cp", "--only-show-errors", "s3://aws-bkt/tree/nested/big.bin", "s3://aws-bkt/copies/big copy.bin"]), "aws s3 cp between keys");
+    ok(await aws(["s3", "mv", "--only-show-errors", "s3://aws-bkt/copies/big copy.bin", "s3://aws-bkt/copies/moved.bin"]), "aws s3 mv");
+    assert.match(ok(await aws(["s3", "ls", "s3://aws-bkt/copies/"]), "aws s3 ls"), new RegExp(`^\\S+ \\S+\\s+${big.length} moved\\.bin\\n$`));
+    const moved = path.join(rig.work, "moved.bin");
+    ok(await aws(["s3", "cp", "--only-show-errors", "s3://aws-bkt/copies/moved.bin", moved]), "aws s3 cp of the moved object");
+    assert.ok(fs.readFileSync(moved).equals(big));
+
     const full = await aws(["s3", "rb", "s3://aws-bkt"]);
     assert.notEqual(full.code, 0, "a bucket with objects is not removed");
     assert.match(full.stderr, /BucketNotEmpty/);
     const removed = ok(await aws(["s3", "rm", "--recursive", "s3://aws-bkt"]), "aws s3 rm --recursive");
-    assert.equal(removed.split("\n").filter((l) => l.startsWith("delete: ")).length, filesUnder(local).length);
+    assert.equal(removed.split("\n").filter((l) => l.startsWith("delete: ")).length, filesUnder(local).length + 1);
     assert.equal(ok(await aws(["s3", "ls", "--recursive", "s3://aws-bkt"]), "aws s3 ls of the emptied bucket"), "");
     assert.match(ok(await aws(["s3", "rb", "s3://aws-bkt"]), "aws s3 rb"), /remove_bucket: aws-bkt/);
     assert.doesNotMatch(ok(await aws(["s3", "ls"]), "aws s3 ls of the buckets"), /aws-bkt/);

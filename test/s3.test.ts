@@ -235,3 +235,20 @@ test("the gateway serves HTTPS with the cluster's certificate", async (t) => {
   await s3.send(new PutObjectCommand({ Bucket: "secure", Key: "k", Body: "over tls" }));
   assert.equal((await bytes(s3, "secure", "k")).toString(), "over tls");
 });
+
+test("GetObject of many chunks waits for the socket without piling up listeners", async (t) => {
+  // Small chunks: the response waits to drain once per chunk written, here dozens of times.
+  const c = await startCluster(t, { storage: 2, directoryArgs: ["--chunk-size", String(64 * 1024)] });
+  const key = await addKey(t, c);
+  const gw = await startGateway(t, c);
+  const s3 = s3Client(gw.url, key);
+  t.after(() => s3.destroy());
+  await s3.send(new CreateBucketCommand({ Bucket: "chunks" }));
+  const data = randomBytes(2 * 1024 * 1024);
+  await s3.send(new PutObjectCommand({ Bucket: "chunks", Key: "many", Body: data }));
+  const stat = JSON.parse((await c.client(["stat", "--json", "/chunks/many"])).stdout) as { chunks: unknown[] };
+  assert.ok(stat.chunks.length >= 32, `${stat.chunks.length} chunks`);
+  for (let i = 0; i < 3; i++) assert.deepEqual(await bytes(s3, "chunks", "many"), data);
+  // Node warns on the gateway's stderr once an emitter holds more than 10 listeners of one event.
+  assert.doesNotMatch(gw.proc.stderr, /MaxListenersExceededWarning/);
+});

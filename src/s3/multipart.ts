@@ -5,7 +5,7 @@ import { requireBucket } from "./buckets.js";
 import { mayUse, smallBody, type Ctx, type Reply } from "./context.js";
 import { s3ErrorOf } from "./failures.js";
 import { META_ETAG } from "./etag.js";
-import { copySource, metaFromHeaders, stat } from "./objects.js";
+import { copySource, drained, metaFromHeaders, stat } from "./objects.js";
 import { objectPath, UPLOADS_ROOT } from "./names.js";
 import { LAST_CHAR } from "../roles/directory/rules.js";
 import { parseXml, S3Error, xmlDocument } from "./xml.js";
@@ -110,18 +110,7 @@ function versionBytes(ctx: Ctx, info: FileInfo, range?: { start: number; end: nu
     const abandoned = () => new Error("the copy stopped reading");
     const reading = ctx.client.readVersion(info, async (data) => {
       if (pipe.destroyed) throw abandoned();
-      if (pipe.write(data)) return;
-      await new Promise<void>((resolve, reject) => {
-        const drained = () => {
-          pipe.off("close", closed);
-          resolve();
-        };
-        const closed = () => {
-          pipe.off("drain", drained);
-          reject(abandoned());
-        };
-        pipe.once("drain", drained).once("close", closed);
-      });
+      if (!pipe.write(data)) await drained(pipe, abandoned);
     }, range).then(() => void pipe.end(), (err: unknown) => void pipe.destroy(err as Error));
     try {
       for await (const piece of pipe) yield piece as Buffer;

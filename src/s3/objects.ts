@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import type { IncomingHttpHeaders } from "node:http";
-import { Transform } from "node:stream";
+import { Transform, type Writable } from "node:stream";
 import type { FileInfo } from "../protocol/directory.js";
 import { requireBucket } from "./buckets.js";
 import { mayUse, smallBody, type Ctx, type Reply } from "./context.js";
@@ -72,6 +72,24 @@ export async function putObject(ctx: Ctx): Promise<Reply> {
   return { headers: { ETag: `"${etag}"` } };
 }
 
+/**
+ * Resolves once `out` drains, fails with `gone()` if it closes first. Each wait takes its listeners away
+ * again: a slow reader makes one wait per buffer-full, hundreds over a large object.
+ */
+export function drained(out: Writable, gone: () => Error): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const onDrain = () => {
+      out.off("close", onClose);
+      resolve();
+    };
+    const onClose = () => {
+      out.off("drain", onDrain);
+      reject(gone());
+    };
+    out.once("drain", onDrain).once("close", onClose);
+  });
+}
+
 /** Whether an If-Match style list ("*", or ETags quoted or not, comma-separated) names `etag`. */
 function etagMatches(list: string, etag: string): boolean {
   return list.split(",").map((s) => s.trim()).some((t) => t === "*" || t === etag || `"${t}"` === etag);
@@ -139,10 +157,7 @@ export async function getObject(ctx: Ctx, head = false): Promise<Reply> {
     status,
     headers,
     stream: (res) => ctx.client.readVersion(info, async (data) => {
-      if (!res.write(data)) await new Promise<void>((resolve, reject) => {
-        res.once("drain", resolve);
-        res.once("close", () => reject(new S3Error("RequestTimeout", "the client went away", 400)));
-      });
+      if (!res.write(data)) await drained(res, () => new S3Error("RequestTimeout", "the client went away", 400));
     }, range),
   };
 }

@@ -260,4 +260,7 @@ test("real S3 clients against the gateway over HTTPS: rclone and the AWS CLI", {
     ok(await aws(["s3", "cp", "--only-show-errors", "s3://from-dfs/in dir/written by dfs.bin", adown]), "aws s3 cp down");
     assert.ok(fs.readFileSync(adown).equals(payload));
   });
+
+  // Whatever the tools sent, the gateway neither failed inside (a 5xx is logged as a warning) nor drew a Node warning.
+  assert.doesNotMatch(gw.proc.stderr, /^\S+Z (warn|error) |Warning/m);
 });

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
 import fs from "node:fs";
 import path from "node:path";
+import { Readable } from "node:stream";
 import test from "node:test";
 import {
   AbortMultipartUploadCommand, CompleteMultipartUploadCommand, CopyObjectCommand, CreateBucketCommand, CreateMultipartUploadCommand,
@@ -74,6 +75,14 @@ test("the S3 API through the AWS SDK: buckets, objects, listings, copies, multip
     assert.equal(await code(s3.send(new GetObjectCommand({ Bucket: "photos", Key: "2024/cat.jpg", IfNoneMatch: put.ETag }))), "304");
     assert.equal(await code(s3.send(new GetObjectCommand({ Bucket: "photos", Key: "2024/none" }))), "NoSuchKey");
     assert.equal(await code(s3.send(new GetObjectAclCommand({ Bucket: "photos", Key: "2024/cat.jpg" }))), "NotImplemented");
+    // The standard headers S3 keeps come back as sent; aws-chunked (how a streamed body was framed) is no encoding of the object.
+    const expires = new Date("2030-01-02T03:04:05Z");
+    await s3.send(new PutObjectCommand({
+      Bucket: "photos", Key: "2024/headers.txt", Body: Readable.from([Buffer.from("kept headers")]), ContentLength: 12, ChecksumAlgorithm: "CRC32",
+      CacheControl: "max-age=60", ContentDisposition: 'attachment; filename="h.txt"', ContentEncoding: "gzip", ContentLanguage: "fr", Expires: expires,
+    }));
+    const kept = await s3.send(new HeadObjectCommand({ Bucket: "photos", Key: "2024/headers.txt" }));
+    assert.deepEqual([kept.CacheControl, kept.ContentDisposition, kept.ContentEncoding, kept.ContentLanguage, kept.ExpiresString], ["max-age=60", 'attachment; filename="h.txt"', "gzip", "fr", expires.toUTCString()]);
     // No object has tags (the AWS CLI reads them before copying one), and none can be set.
     assert.deepEqual((await s3.send(new GetObjectTaggingCommand({ Bucket: "photos", Key: "2024/cat.jpg" }))).TagSet, []);
     assert.equal(await code(s3.send(new GetObjectTaggingCommand({ Bucket: "photos", Key: "2024/none" }))), "NoSuchKey");

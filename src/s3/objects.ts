@@ -12,11 +12,24 @@ import { parseXml, S3Error, xmlDocument } from "./xml.js";
 type Meta = Record<string, string>;
 type Versioned = FileInfo & { meta?: Meta };
 
-/** Content-Type and x-amz-meta-* of a request, as kept with the version. */
+/** The standard headers S3 keeps with an object and sends back with it, kept under their own (lower-case) names. */
+const KEPT_HEADERS: Record<string, string> = {
+  "cache-control": "Cache-Control", "content-disposition": "Content-Disposition", "content-encoding": "Content-Encoding",
+  "content-language": "Content-Language", "expires": "Expires",
+};
+
+/** Content-Type, the other standard headers S3 keeps, and x-amz-meta-* of a request, as kept with the version. */
 export function metaFromHeaders(headers: IncomingHttpHeaders): Meta {
   const meta: Meta = {};
   const type = headers["content-type"];
   if (typeof type === "string" && type) meta[META_TYPE] = type;
+  for (const name of Object.keys(KEPT_HEADERS)) {
+    let value = headers[name];
+    if (typeof value !== "string") continue;
+    // aws-chunked names how this request's body was framed, not how the object is encoded: S3 drops it.
+    if (name === "content-encoding") value = value.split(",").map((s) => s.trim()).filter((s) => s && s.toLowerCase() !== "aws-chunked").join(",");
+    if (value) meta[name] = value;
+  }
   for (const [name, value] of Object.entries(headers)) {
     if (name.startsWith("x-amz-meta-") && typeof value === "string") meta[META_USER + name.slice(11)] = value;
   }
@@ -30,6 +43,10 @@ function objectHeaders(info: Versioned): Record<string, string | number> {
     "Content-Type": info.meta?.[META_TYPE] ?? "binary/octet-stream",
     "Accept-Ranges": "bytes",
   };
+  for (const [name, header] of Object.entries(KEPT_HEADERS)) {
+    const v = info.meta?.[name];
+    if (v !== undefined) h[header] = v;
+  }
   for (const [k, v] of Object.entries(info.meta ?? {})) if (k.startsWith(META_USER)) h[`x-amz-meta-${k.slice(META_USER.length)}`] = v;
   return h;
 }

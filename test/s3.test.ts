@@ -4,12 +4,13 @@ import { createHash, randomBytes } from "node:crypto";
 import fs from "node:fs";
 import http from "node:http";
 import path from "node:path";
+import { Readable } from "node:stream";
 import test from "node:test";
 import {
   AbortMultipartUploadCommand, CompleteMultipartUploadCommand, CopyObjectCommand, CreateBucketCommand, CreateMultipartUploadCommand,
-  DeleteBucketCommand, DeleteObjectCommand, DeleteObjectsCommand, GetObjectAclCommand, GetObjectCommand, HeadBucketCommand,
+  DeleteBucketCommand, DeleteObjectCommand, DeleteObjectsCommand, GetBucketVersioningCommand, GetObjectAclCommand, GetObjectCommand, GetObjectTaggingCommand, HeadBucketCommand,
   HeadObjectCommand, ListBucketsCommand, ListMultipartUploadsCommand, ListObjectsCommand, ListObjectsV2Command, ListPartsCommand,
-  PutObjectCommand, S3ServiceException, UploadPartCommand, type S3Client,
+  PutBucketVersioningCommand, PutObjectCommand, PutObjectTaggingCommand, S3ServiceException, UploadPartCommand, UploadPartCopyCommand, type S3Client,
 } from "@aws-sdk/client-s3";
 import { Upload } from "@aws-sdk/lib-storage";
 import { getSignedUrl } from "@aws-sdk/s3-request-presigner";
@@ -48,6 +49,10 @@ test("the S3 API through the AWS SDK: buckets, objects, listings, copies, multip
     await s3.send(new HeadBucketCommand({ Bucket: "photos" }));
     assert.equal(await code(s3.send(new HeadBucketCommand({ Bucket: "nothere" }))), "NotFound");
     assert.equal(await code(s3.send(new CreateBucketCommand({ Bucket: "Bad_Name" }))), "InvalidBucketName");
+    // rclone reads the versioning state before it deletes: never enabled, and turning it on is not served.
+    assert.equal((await s3.send(new GetBucketVersioningCommand({ Bucket: "photos" }))).Status, undefined);
+    assert.equal(await code(s3.send(new GetBucketVersioningCommand({ Bucket: "nothere" }))), "NoSuchBucket");
+    assert.equal(await code(s3.send(new PutBucketVersioningCommand({ Bucket: "photos", VersioningConfiguration: { Status: "Enabled" } }))), "NotImplemented");
     const names = (await s3.send(new ListBucketsCommand({}))).Buckets!.map((b) => b.Name);
     assert.deepEqual(names, ["empty", "photos"]);
     await s3.send(new DeleteBucketCommand({ Bucket: "empty" }));
@@ -73,6 +78,20 @@ test("the S3 API through the AWS SDK: buckets, objects, listings, copies, multip
     assert.equal(await code(s3.send(new GetObjectCommand({ Bucket: "photos", Key: "2024/cat.jpg", IfNoneMatch: put.ETag }))), "304");
     assert.equal(await code(s3.send(new GetObjectCommand({ Bucket: "photos", Key: "2024/none" }))), "NoSuchKey");
     assert.equal(await code(s3.send(new GetObjectAclCommand({ Bucket: "photos", Key: "2024/cat.jpg" }))), "NotImplemented");
+    // The standard headers S3 keeps come back as sent; aws-chunked (how a streamed body was framed) is no encoding of the object.
+    const expires = new Date("2030-01-02T03:04:05Z");
+    await s3.send(new PutObjectCommand({
+      Bucket: "photos", Key: "2024/headers.txt", Body: Readable.from([Buffer.from("kept headers")]), ContentLength: 12, ChecksumAlgorithm: "CRC32",
+      CacheControl: "max-age=60", ContentDisposition: 'attachment; filename="h.txt"', ContentEncoding: "gzip", ContentLanguage: "fr", Expires: expires,
+    }));
+    const kept = await s3.send(new HeadObjectCommand({ Bucket: "photos", Key: "2024/headers.txt" }));
+    assert.deepEqual([kept.CacheControl, kept.ContentDisposition, kept.ContentEncoding, kept.ContentLanguage, kept.ExpiresString], ["max-age=60", 'attachment; filename="h.txt"', "gzip", "fr", expires.toUTCString()]);
+    // No object has tags (the AWS CLI reads them before copying one), and none can be set.
+    assert.deepEqual((await s3.send(new GetObjectTaggingCommand({ Bucket: "photos", Key: "2024/cat.jpg" }))).TagSet, []);
+    assert.equal(await code(s3.send(new GetObjectTaggingCommand({ Bucket: "photos", Key: "2024/none" }))), "NoSuchKey");
+    assert.equal(await code(s3.send(new PutObjectTaggingCommand({ Bucket: "photos", Key: "2024/cat.jpg", Tagging: { TagSet: [{ Key: "a", Value: "b" }] } }))), "NotImplemented");
+    assert.equal(await code(s3.send(new PutObjectCommand({ Bucket: "photos", Key: "2024/tagged", Body: "x", Tagging: "a=b" }))), "NotImplemented");
+    assert.equal(await code(s3.send(new HeadObjectCommand({ Bucket: "photos", Key: "2024/tagged" }))), "NotFound");
     assert.equal(await code(s3.send(new PutObjectCommand({ Bucket: "photos", Key: "a//b", Body: "x" }))), "InvalidArgument");
   });
 
@@ -85,6 +104,15 @@ test("the S3 API through the AWS SDK: buckets, objects, listings, copies, multip
     assert.equal(h.ContentType, "text/plain");
     assert.deepEqual(h.Metadata, { a: "b" });
     assert.deepEqual(await bytes(s3, "photos", "copy2.jpg"), data);
+    // The source's conditions are the copy's: each one that fails is 412, and nothing is written.
+    const copy = (extra: Partial<ConstructorParameters<typeof CopyObjectCommand>[0]>) => s3.send(new CopyObjectCommand({ Bucket: "photos", Key: "copy3.jpg", CopySource: "photos/2024/cat.jpg", ...extra }));
+    assert.equal(await code(copy({ CopySourceIfMatch: '"0123"' })), "PreconditionFailed");
+    assert.equal(await code(copy({ CopySourceIfNoneMatch: `"${md5(data)}"` })), "PreconditionFailed");
+    assert.equal(await code(copy({ CopySourceIfModifiedSince: new Date(Date.now() + 3_600_000) })), "PreconditionFailed");
+    assert.equal(await code(copy({ CopySourceIfUnmodifiedSince: new Date(Date.now() - 3_600_000) })), "PreconditionFailed");
+    assert.equal(await code(copy({ CopySource: "photos/2024/cat.jpg?versionId=abc" })), "NotImplemented", "no other version is copied instead");
+    assert.equal(await code(s3.send(new HeadObjectCommand({ Bucket: "photos", Key: "copy3.jpg" }))), "NotFound");
+    assert.equal((await copy({ CopySourceIfMatch: `"${md5(data)}"`, CopySourceIfModifiedSince: new Date(Date.now() - 3_600_000) })).CopyObjectResult!.ETag, `"${md5(data)}"`);
     const [a, b] = await Promise.all(["/photos/2024/cat.jpg", "/photos/copy2.jpg"].map(async (p) => JSON.parse((await c.client(["stat", "--json", p])).stdout) as { chunks: { hash: string }[] }));
     assert.deepEqual(b!.chunks.map((x) => x.hash), a!.chunks.map((x) => x.hash), "the copy names the same chunks");
   });
@@ -117,6 +145,18 @@ test("the S3 API through the AWS SDK: buckets, objects, listings, copies, multip
     assert.equal(await code(s3.send(new DeleteBucketCommand({ Bucket: "photos" }))), "BucketNotEmpty");
   });
 
+  await t.test("DeleteObjects deletes exactly the keys it names", async () => {
+    await s3.send(new CreateBucketCommand({ Bucket: "deletes" }));
+    // The SDK writes U+2028 in a key as the character reference &#x2028; (Go's encoder so writes every quote),
+    // and a key's leading and trailing spaces as they are: " pad " is not "pad".
+    const keys = ["line\u2028sep", " pad ", "pad"];
+    for (const k of keys) await s3.send(new PutObjectCommand({ Bucket: "deletes", Key: k, Body: k }));
+    const del = await s3.send(new DeleteObjectsCommand({ Bucket: "deletes", Delete: { Objects: [{ Key: "line\u2028sep" }, { Key: " pad " }] } }));
+    assert.deepEqual(del.Deleted!.map((d) => d.Key).sort(), [" pad ", "line\u2028sep"]);
+    const left = await s3.send(new ListObjectsV2Command({ Bucket: "deletes" }));
+    assert.deepEqual(left.Contents!.map((o) => o.Key), ["pad"]);
+  });
+
   await t.test("multipart: lib-storage upload, parts listed, completion checked, abort", async () => {
     const big = randomBytes(12 * 1024 * 1024 + 12345);
     const up = new Upload({ client: s3, params: { Bucket: "photos", Key: "big.bin", Body: big, ContentType: "application/x-big" }, partSize: 5 * 1024 * 1024, queueSize: 2 });
@@ -127,6 +167,21 @@ test("the S3 API through the AWS SDK: buckets, objects, listings, copies, multip
     assert.equal((await s3.send(new HeadObjectCommand({ Bucket: "photos", Key: "big.bin" }))).ContentType, "application/x-big");
     const stat = JSON.parse((await c.client(["stat", "--json", "/photos/big.bin"])).stdout) as { sha256: string };
     assert.equal(stat.sha256, createHash("sha256").update(big).digest("hex"));
+
+    // UploadPartCopy: parts cut from other objects by range, or whole (how the AWS CLI copies a large object).
+    const copied = await s3.send(new CreateMultipartUploadCommand({ Bucket: "photos", Key: "copied.bin" }));
+    const copyPart = (PartNumber: number, CopySourceRange?: string, extra: { CopySource?: string; CopySourceIfMatch?: string } = {}) =>
+      s3.send(new UploadPartCopyCommand({ Bucket: "photos", Key: "copied.bin", UploadId: copied.UploadId, PartNumber, CopySource: "photos/big.bin", CopySourceRange, ...extra }));
+    const cut = 5 * 1024 * 1024;
+    const c1 = (await copyPart(1, `bytes=0-${cut - 1}`)).CopyPartResult!.ETag!;
+    const c2 = (await copyPart(2, `bytes=${cut}-${big.length - 1}`)).CopyPartResult!.ETag!;
+    const c3 = (await copyPart(3, undefined, { CopySource: "photos/2024/cat.jpg" })).CopyPartResult!.ETag!;
+    assert.deepEqual([c1, c2, c3], [big.subarray(0, cut), big.subarray(cut), data].map((b) => `"${md5(b)}"`));
+    assert.equal(await code(copyPart(4, `bytes=0-${big.length}`)), "InvalidArgument", "a range past the end");
+    assert.equal(await code(copyPart(4, "bytes=5-")), "InvalidArgument", "a range without its end");
+    assert.equal(await code(copyPart(4, undefined, { CopySourceIfMatch: '"0123"' })), "PreconditionFailed");
+    await s3.send(new CompleteMultipartUploadCommand({ Bucket: "photos", Key: "copied.bin", UploadId: copied.UploadId, MultipartUpload: { Parts: [{ PartNumber: 1, ETag: c1 }, { PartNumber: 2, ETag: c2 }, { PartNumber: 3, ETag: c3 }] } }));
+    assert.deepEqual(await bytes(s3, "photos", "copied.bin"), Buffer.concat([big, data]));
 
     const { UploadId } = await s3.send(new CreateMultipartUploadCommand({ Bucket: "photos", Key: "parts.bin" }));
     const p1 = randomBytes(5 * 1024 * 1024);
@@ -241,4 +296,21 @@ test("`npm start -- --s3` runs a gateway with a key kept beside the cluster's da
   assert.equal((await bytes(s3, "local", "k")).toString(), "via the local gateway");
   child.stdin.end();
   assert.equal(await exited, 0);
+});
+
+test("GetObject of many chunks waits for the socket without piling up listeners", async (t) => {
+  // Small chunks: the response waits to drain once per chunk written, here dozens of times.
+  const c = await startCluster(t, { storage: 2, directoryArgs: ["--chunk-size", String(64 * 1024)] });
+  const key = await addKey(t, c);
+  const gw = await startGateway(t, c);
+  const s3 = s3Client(gw.url, key);
+  t.after(() => s3.destroy());
+  await s3.send(new CreateBucketCommand({ Bucket: "chunks" }));
+  const data = randomBytes(2 * 1024 * 1024);
+  await s3.send(new PutObjectCommand({ Bucket: "chunks", Key: "many", Body: data }));
+  const stat = JSON.parse((await c.client(["stat", "--json", "/chunks/many"])).stdout) as { chunks: unknown[] };
+  assert.ok(stat.chunks.length >= 32, `${stat.chunks.length} chunks`);
+  for (let i = 0; i < 3; i++) assert.deepEqual(await bytes(s3, "chunks", "many"), data);
+  // Node warns on the gateway's stderr once an emitter holds more than 10 listeners of one event.
+  assert.doesNotMatch(gw.proc.stderr, /MaxListenersExceededWarning/);
 });

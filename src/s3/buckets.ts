@@ -79,3 +79,12 @@ export async function bucketLocation(ctx: Ctx): Promise<Reply> {
   await requireBucket(ctx);
   return { xml: xmlDocument("LocationConstraint", {}) };
 }
+
+/**
+ * GetBucketVersioning: never enabled. A dfs file keeps its versions, but the gateway names none of them
+ * (no version IDs, a delete removes the file), which is S3's bucket that never had versioning turned on.
+ */
+export async function bucketVersioning(ctx: Ctx): Promise<Reply> {
+  await requireBucket(ctx);
+  return { xml: xmlDocument("VersioningConfiguration", {}) };
+}

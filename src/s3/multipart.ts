@@ -1,9 +1,11 @@
 import { createHash, randomBytes } from "node:crypto";
+import { PassThrough } from "node:stream";
+import type { FileInfo } from "../protocol/directory.js";
 import { requireBucket } from "./buckets.js";
 import { mayUse, smallBody, type Ctx, type Reply } from "./context.js";
 import { s3ErrorOf } from "./failures.js";
 import { META_ETAG } from "./etag.js";
-import { metaFromHeaders, stat } from "./objects.js";
+import { copySource, drained, metaFromHeaders, stat } from "./objects.js";
 import { objectPath, UPLOADS_ROOT } from "./names.js";
 import { LAST_CHAR } from "../roles/directory/rules.js";
 import { parseXml, S3Error, xmlDocument } from "./xml.js";
@@ -56,24 +58,82 @@ export async function createUpload(ctx: Ctx): Promise<Reply> {
   return { xml: xmlDocument("InitiateMultipartUploadResult", { Bucket: bucket, Key: ctx.key!, UploadId: id }) };
 }
 
-export async function uploadPart(ctx: Ctx): Promise<Reply> {
-  const id = ctx.query.get("uploadId")!;
+function partNumber(ctx: Ctx): number {
   const n = Number(ctx.query.get("partNumber"));
   if (!Number.isInteger(n) || n < 1 || n > 10000) throw new S3Error("InvalidArgument", "Part number must be an integer between 1 and 10000, inclusive", 400);
-  await openUpload(ctx, id);
-  const md5 = createHash("md5");
+  return n;
+}
+
+/**
+ * Stores part `n` of upload `id` from `open`'s bytes, with their MD5 as the part's ETag. `open` is called
+ * again if the write must start over (a copy's source can be read again; a request body cannot).
+ */
+async function storePart(ctx: Ctx, id: string, n: number, open: () => AsyncIterable<Buffer>, again: boolean): Promise<string> {
   let etag = "";
-  const body = ctx.body();
-  const source = (async function* () {
-    for await (const piece of body) {
-      md5.update(piece as Buffer);
-      yield piece as Buffer;
+  const source = () => (async function* () {
+    const md5 = createHash("md5");
+    for await (const piece of open()) {
+      md5.update(piece);
+      yield piece;
     }
     etag = md5.digest("hex");
   })();
-  await ctx.client.write(`${uploadDir(id)}/${partName(n)}`, source, { meta: () => ({ [META_ETAG]: etag }) })
+  await ctx.client.write(`${uploadDir(id)}/${partName(n)}`, again ? source : source(), { meta: () => ({ [META_ETAG]: etag }) })
     .catch((err) => Promise.reject(s3ErrorOf(err)));
-  return { headers: { ETag: `"${etag}"` } };
+  return etag;
+}
+
+export async function uploadPart(ctx: Ctx): Promise<Reply> {
+  const id = ctx.query.get("uploadId")!;
+  const n = partNumber(ctx);
+  await openUpload(ctx, id);
+  const body = ctx.body() as AsyncIterable<Buffer>;
+  return { headers: { ETag: `"${await storePart(ctx, id, n, () => body, false)}"` } };
+}
+
+/** x-amz-copy-source-range: `bytes=first-last`, both given and inside the source; none: the whole source. */
+function copyRange(header: unknown, size: number): { start: number; end: number } | undefined {
+  if (header === undefined) return undefined;
+  const m = /^bytes=(\d+)-(\d+)$/.exec(String(header).trim());
+  if (!m) {
+    throw new S3Error("InvalidArgument", "The x-amz-copy-source-range value must be of the form bytes=first-last where first and last are the zero-based offsets of the first and last bytes to copy", 400);
+  }
+  const [start, last] = [Number(m[1]), Number(m[2])];
+  if (start > last || last >= size) throw new S3Error("InvalidArgument", `Range specified is not valid for source object of size: ${size}`, 400);
+  return { start, end: last + 1 };
+}
+
+/** Bytes [start, end) of a version, read as the consumer pulls them: the read waits while the consumer is behind. */
+function versionBytes(ctx: Ctx, info: FileInfo, range?: { start: number; end: number }): AsyncIterable<Buffer> {
+  return (async function* () {
+    const pipe = new PassThrough();
+    const abandoned = () => new Error("the copy stopped reading");
+    const reading = ctx.client.readVersion(info, async (data) => {
+      if (pipe.destroyed) throw abandoned();
+      if (!pipe.write(data)) await drained(pipe, abandoned);
+    }, range).then(() => void pipe.end(), (err: unknown) => void pipe.destroy(err as Error));
+    try {
+      for await (const piece of pipe) yield piece as Buffer;
+    } finally {
+      pipe.destroy();
+      await reading;
+    }
+  })();
+}
+
+/**
+ * UploadPartCopy: the part is the source's bytes (the AWS CLI copies a large object from one key to another
+ * this way). Unlike CopyObject, the data moves: a part's chunks are its own, cut where the part starts.
+ */
+export async function uploadPartCopy(ctx: Ctx): Promise<Reply> {
+  const id = ctx.query.get("uploadId")!;
+  const n = partNumber(ctx);
+  await openUpload(ctx, id);
+  const info = await copySource(ctx);
+  const range = copyRange(ctx.req.headers["x-amz-copy-source-range"], info.size);
+  const etag = await storePart(ctx, id, n, () => versionBytes(ctx, info, range), true);
+  const part = await stat({ ...ctx, key: partName(n) }, `${uploadDir(id)}/${partName(n)}`);
+  return { xml: xmlDocument("CopyPartResult", { LastModified: new Date(part.mtime).toISOString(), ETag: `"${etag}"` }) };
 }
 
 interface PartInfo {
@@ -116,7 +176,7 @@ export async function completeUpload(ctx: Ctx): Promise<Reply> {
   const id = ctx.query.get("uploadId")!;
   const upload = await openUpload(ctx, id);
   const doc = parseXml(await smallBody(ctx)) as { CompleteMultipartUpload?: { Part?: { PartNumber?: string; ETag?: string }[] } };
-  const asked = (doc.CompleteMultipartUpload?.Part ?? []).map((p) => ({ n: Number(p.PartNumber), etag: String(p.ETag ?? "").replace(/"/g, "") }));
+  const asked = (doc.CompleteMultipartUpload?.Part ?? []).map((p) => ({ n: Number(p.PartNumber), etag: String(p.ETag ?? "").trim().replace(/"/g, "") }));
   if (asked.length === 0) throw new S3Error("MalformedXML", "You must specify at least one part", 400);
   const have = new Map((await partsOf(ctx, id)).map((p) => [p.n, p]));
   for (let i = 1; i < asked.length; i++) {

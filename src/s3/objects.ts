@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import type { IncomingHttpHeaders } from "node:http";
-import { Transform } from "node:stream";
+import { Transform, type Writable } from "node:stream";
 import type { FileInfo } from "../protocol/directory.js";
 import { requireBucket } from "./buckets.js";
 import { mayUse, smallBody, type Ctx, type Reply } from "./context.js";
@@ -12,11 +12,24 @@ import { parseXml, S3Error, xmlDocument } from "./xml.js";
 type Meta = Record<string, string>;
 type Versioned = FileInfo & { meta?: Meta };
 
-/** Content-Type and x-amz-meta-* of a request, as kept with the version. */
+/** The standard headers S3 keeps with an object and sends back with it, kept under their own (lower-case) names. */
+const KEPT_HEADERS: Record<string, string> = {
+  "cache-control": "Cache-Control", "content-disposition": "Content-Disposition", "content-encoding": "Content-Encoding",
+  "content-language": "Content-Language", "expires": "Expires",
+};
+
+/** Content-Type, the other standard headers S3 keeps, and x-amz-meta-* of a request, as kept with the version. */
 export function metaFromHeaders(headers: IncomingHttpHeaders): Meta {
   const meta: Meta = {};
   const type = headers["content-type"];
   if (typeof type === "string" && type) meta[META_TYPE] = type;
+  for (const name of Object.keys(KEPT_HEADERS)) {
+    let value = headers[name];
+    if (typeof value !== "string") continue;
+    // aws-chunked names how this request's body was framed, not how the object is encoded: S3 drops it.
+    if (name === "content-encoding") value = value.split(",").map((s) => s.trim()).filter((s) => s && s.toLowerCase() !== "aws-chunked").join(",");
+    if (value) meta[name] = value;
+  }
   for (const [name, value] of Object.entries(headers)) {
     if (name.startsWith("x-amz-meta-") && typeof value === "string") meta[META_USER + name.slice(11)] = value;
   }
@@ -30,6 +43,10 @@ function objectHeaders(info: Versioned): Record<string, string | number> {
     "Content-Type": info.meta?.[META_TYPE] ?? "binary/octet-stream",
     "Accept-Ranges": "bytes",
   };
+  for (const [name, header] of Object.entries(KEPT_HEADERS)) {
+    const v = info.meta?.[name];
+    if (v !== undefined) h[header] = v;
+  }
   for (const [k, v] of Object.entries(info.meta ?? {})) if (k.startsWith(META_USER)) h[`x-amz-meta-${k.slice(META_USER.length)}`] = v;
   return h;
 }
@@ -72,11 +89,34 @@ export async function putObject(ctx: Ctx): Promise<Reply> {
   return { headers: { ETag: `"${etag}"` } };
 }
 
+/**
+ * Resolves once `out` drains, fails with `gone()` if it closes first. Each wait takes its listeners away
+ * again: a slow reader makes one wait per buffer-full, hundreds over a large object.
+ */
+export function drained(out: Writable, gone: () => Error): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const onDrain = () => {
+      out.off("close", onClose);
+      resolve();
+    };
+    const onClose = () => {
+      out.off("drain", onDrain);
+      reject(gone());
+    };
+    out.once("drain", onDrain).once("close", onClose);
+  });
+}
+
+/** Whether an If-Match style list ("*", or ETags quoted or not, comma-separated) names `etag`. */
+function etagMatches(list: string, etag: string): boolean {
+  return list.split(",").map((s) => s.trim()).some((t) => t === "*" || t === etag || `"${t}"` === etag);
+}
+
 /** If-Match, If-None-Match, If-Modified-Since and If-Unmodified-Since, as S3 applies them. */
 function preconditions(ctx: Ctx, info: Versioned): Reply | undefined {
   const h = ctx.req.headers;
   const etag = etagOf(info);
-  const matches = (list: string) => list.split(",").map((s) => s.trim()).some((t) => t === "*" || t === etag || `"${t}"` === etag);
+  const matches = (list: string) => etagMatches(list, etag);
   const modified = Math.floor(info.mtime / 1000) * 1000;
   if (h["if-match"] && !matches(h["if-match"])) throw new S3Error("PreconditionFailed", "At least one of the pre-conditions you specified did not hold", 412, { Condition: "If-Match" });
   if (!h["if-match"] && h["if-unmodified-since"] && modified > Date.parse(h["if-unmodified-since"])) {
@@ -134,12 +174,16 @@ export async function getObject(ctx: Ctx, head = false): Promise<Reply> {
     status,
     headers,
     stream: (res) => ctx.client.readVersion(info, async (data) => {
-      if (!res.write(data)) await new Promise<void>((resolve, reject) => {
-        res.once("drain", resolve);
-        res.once("close", () => reject(new S3Error("RequestTimeout", "the client went away", 400)));
-      });
+      if (!res.write(data)) await drained(res, () => new S3Error("RequestTimeout", "the client went away", 400));
     }, range),
   };
+}
+
+/** GetObjectTagging: tags are never stored (a write that names some is refused), so every object's set is empty. */
+export async function objectTagging(ctx: Ctx): Promise<Reply> {
+  const bucket = await requireBucket(ctx);
+  await stat(ctx, objectPath(bucket, ctx.key!));
+  return { xml: xmlDocument("Tagging", { TagSet: {} }) };
 }
 
 export async function deleteObject(ctx: Ctx): Promise<Reply> {
@@ -169,20 +213,54 @@ export async function deleteObjects(ctx: Ctx): Promise<Reply> {
       errors.push({ Key: key, Code: e.code, Message: e.message });
     }
   }
-  const quiet = doc.Delete?.Quiet === "true";
+  const quiet = String(doc.Delete?.Quiet ?? "").trim() === "true";
   return { xml: xmlDocument("DeleteResult", { Deleted: quiet ? [] : deleted, Error: errors }) };
+}
+
+/**
+ * The object x-amz-copy-source names ("bucket/key", URL-encoded, optionally with a leading "/"), once the
+ * x-amz-copy-source-if-* conditions hold: each one that fails is 412, as S3 answers a copy.
+ */
+export async function copySource(ctx: Ctx): Promise<Versioned> {
+  const header = String(ctx.req.headers["x-amz-copy-source"]);
+  const q = header.indexOf("?");
+  // A version of the source would be a version ID this gateway never hands out: not the current version instead.
+  if (q >= 0 && new URLSearchParams(header.slice(q + 1)).has("versionId")) {
+    throw new S3Error("NotImplemented", "A header or query you provided implies functionality that is not implemented: x-amz-copy-source versionId", 501);
+  }
+  let source: string;
+  try {
+    source = decodeURIComponent(q >= 0 ? header.slice(0, q) : header).replace(/^\//, "");
+  } catch {
+    throw new S3Error("InvalidArgument", "Copy Source must be URL-encoded", 400);
+  }
+  const slash = source.indexOf("/");
+  if (slash <= 0) throw new S3Error("InvalidArgument", "Copy Source must mention the source bucket and key: sourcebucket/sourcekey", 400);
+  const [srcBucket, srcKey] = [source.slice(0, slash), source.slice(slash + 1)];
+  if (!mayUse(ctx.scope, srcBucket)) throw new S3Error("AccessDenied", `This key may not read bucket ${srcBucket}`, 403);
+  const info = await stat({ ...ctx, key: srcKey }, objectPath(srcBucket, srcKey));
+  const h = ctx.req.headers;
+  const one = (name: string) => (typeof h[name] === "string" ? (h[name] as string) : undefined);
+  const etag = etagOf(info);
+  const modified = Math.floor(info.mtime / 1000) * 1000;
+  const failed = (condition: string) => new S3Error("PreconditionFailed", "At least one of the pre-conditions you specified did not hold", 412, { Condition: condition });
+  const ifMatch = one("x-amz-copy-source-if-match");
+  const ifNoneMatch = one("x-amz-copy-source-if-none-match");
+  const ifUnmodified = one("x-amz-copy-source-if-unmodified-since");
+  const ifModified = one("x-amz-copy-source-if-modified-since");
+  // As for GET: a matching If-Match overrides If-Unmodified-Since, and If-None-Match overrides If-Modified-Since.
+  if (ifMatch !== undefined && !etagMatches(ifMatch, etag)) throw failed("x-amz-copy-source-If-Match");
+  if (ifMatch === undefined && ifUnmodified !== undefined && modified > Date.parse(ifUnmodified)) throw failed("x-amz-copy-source-If-Unmodified-Since");
+  if (ifNoneMatch !== undefined && etagMatches(ifNoneMatch, etag)) throw failed("x-amz-copy-source-If-None-Match");
+  if (ifNoneMatch === undefined && ifModified !== undefined && modified <= Date.parse(ifModified)) throw failed("x-amz-copy-source-If-Modified-Since");
+  return info;
 }
 
 /** CopyObject: the new object names the source's chunks, so no data moves. */
 export async function copyObject(ctx: Ctx): Promise<Reply> {
   const bucket = await requireBucket(ctx);
   const target = objectPath(bucket, ctx.key!);
-  const source = decodeURIComponent(String(ctx.req.headers["x-amz-copy-source"]).split("?")[0]!).replace(/^\//, "");
-  const slash = source.indexOf("/");
-  if (slash <= 0) throw new S3Error("InvalidArgument", "Copy Source must mention the source bucket and key: sourcebucket/sourcekey", 400);
-  const [srcBucket, srcKey] = [source.slice(0, slash), source.slice(slash + 1)];
-  if (!mayUse(ctx.scope, srcBucket)) throw new S3Error("AccessDenied", `This key may not read bucket ${srcBucket}`, 403);
-  const info = await stat({ ...ctx, key: srcKey }, objectPath(srcBucket, srcKey));
+  const info = await copySource(ctx);
   const replace = ctx.req.headers["x-amz-metadata-directive"] === "REPLACE";
   if (!replace && target === info.path) {
     throw new S3Error("InvalidRequest", "This copy request is illegal because it is trying to copy an object to itself without changing the object's metadata.", 400);

@@ -1,8 +1,8 @@
-import { bucketLocation, createBucket, deleteBucket, headBucket, listBuckets } from "./buckets.js";
+import { bucketLocation, bucketVersioning, createBucket, deleteBucket, headBucket, listBuckets } from "./buckets.js";
 import type { Ctx, Reply } from "./context.js";
 import { listObjectsV1, listObjectsV2 } from "./listing.js";
-import { abortUpload, completeUpload, createUpload, listParts, listUploads, uploadPart } from "./multipart.js";
-import { copyObject, deleteObject, deleteObjects, getObject, putObject } from "./objects.js";
+import { abortUpload, completeUpload, createUpload, listParts, listUploads, uploadPart, uploadPartCopy } from "./multipart.js";
+import { copyObject, deleteObject, deleteObjects, getObject, objectTagging, putObject } from "./objects.js";
 import { S3Error } from "./xml.js";
 
 type Op = (ctx: Ctx) => Promise<Reply>;
@@ -28,8 +28,13 @@ function notImplemented(what: string): S3Error {
 /** The operation a request names: method, bucket or object, and its sub-resource. */
 export function route(method: string, bucket: string | undefined, key: string | undefined, query: URLSearchParams, headers: Record<string, unknown>): Op {
   const has = (q: string) => query.has(q);
-  const extra = [...query.keys()].filter((k) => !PLAIN.has(k) && !["uploads", "delete", "location"].includes(k));
+  const extra = [...query.keys()].filter((k) => !PLAIN.has(k) && !["uploads", "delete", "location", "versioning", "tagging"].includes(k));
   if (extra.length > 0) return () => Promise.reject(notImplemented(`?${extra[0]}`));
+  // Reading the state is served (rclone asks before deleting); setting it is not.
+  if (has("versioning")) return method === "GET" && bucket !== undefined && key === undefined ? bucketVersioning : () => Promise.reject(notImplemented("?versioning"));
+  // An object has no tags, and none can be set, so an empty set is the truth (the AWS CLI asks before copying one).
+  if (has("tagging")) return method === "GET" && key !== undefined ? objectTagging : () => Promise.reject(notImplemented("?tagging"));
+  if (typeof headers["x-amz-tagging"] === "string" && headers["x-amz-tagging"] !== "") return () => Promise.reject(notImplemented("x-amz-tagging"));
   if (has("versionId")) return () => Promise.reject(notImplemented("versionId"));
   if (bucket === undefined) {
     if (method === "GET") return listBuckets;
@@ -42,10 +47,7 @@ export function route(method: string, bucket: string | undefined, key: string | 
     if (method === "DELETE") return deleteBucket;
     if (method === "POST" && has("delete")) return deleteObjects;
   } else {
-    if (method === "PUT" && has("uploadId")) {
-      if (headers["x-amz-copy-source"]) return () => Promise.reject(notImplemented("UploadPartCopy"));
-      return uploadPart;
-    }
+    if (method === "PUT" && has("uploadId")) return headers["x-amz-copy-source"] ? uploadPartCopy : uploadPart;
     if (method === "PUT") return headers["x-amz-copy-source"] ? copyObject : putObject;
     if (method === "GET" && has("uploadId")) return listParts;
     if (method === "GET") return (ctx) => getObject(ctx);

@@ -155,7 +155,9 @@ test("real S3 clients against the gateway over HTTPS: rclone and the AWS CLI", {
     ok(await rc(["copy", local, "dfs:rclone-bkt/tree"]), "rclone copy up");
 
     // Listed whole, and in pages of two: ListObjects (v1, rclone's choice for this provider) and ListObjectsV2
-    // with URL-encoded keys, folder by folder and (--fast-list) all at once.
+    // with URL-encoded keys, folder by folder and (--fast-list) all at once. Not v1 with URL-encoded keys:
+    // rclone decodes the last key of such a page twice to make the next marker, so "a+b" comes out "a b",
+    // whatever the server.
     const listings = [[], ...[["--s3-list-version", "1"], ["--s3-list-version", "2", "--s3-list-url-encode", "true"]]
       .flatMap((v) => [[], ["--fast-list"]].map((fast) => ["--s3-list-chunk", "2", ...v, ...fast]))];
     for (const args of listings) {

@@ -45,7 +45,9 @@ test("the S3 API through the AWS SDK: buckets, objects, listings, copies, multip
 
   await t.test("buckets", async () => {
     await s3.send(new CreateBucketCommand({ Bucket: "photos" }));
-    await s3.send(new CreateBucketCommand({ Bucket: "empty" }));
+    await s3.send(new CreateBucketCommand({ Bucket: "empty", ACL: "private" }));
+    assert.equal(await code(s3.send(new CreateBucketCommand({ Bucket: "locked", ObjectLockEnabledForBucket: true }))), "NotImplemented");
+    assert.equal(await code(s3.send(new CreateBucketCommand({ Bucket: "public", ACL: "public-read" }))), "NotImplemented");
     await s3.send(new HeadBucketCommand({ Bucket: "photos" }));
     assert.equal(await code(s3.send(new HeadBucketCommand({ Bucket: "nothere" }))), "NotFound");
     assert.equal(await code(s3.send(new CreateBucketCommand({ Bucket: "Bad_Name" }))), "InvalidBucketName");
@@ -84,6 +86,13 @@ test("the S3 API through the AWS SDK: buckets, objects, listings, copies, multip
       Bucket: "photos", Key: "2024/headers.txt", Body: Readable.from([Buffer.from("kept headers")]), ContentLength: 12, ChecksumAlgorithm: "CRC32",
       CacheControl: "max-age=60", ContentDisposition: 'attachment; filename="h.txt"', ContentEncoding: "gzip", ContentLanguage: "fr", Expires: expires,
     }));
+    // Options the gateway would store nothing for are refused, not dropped; a private ACL and STANDARD are what it does anyway.
+    await s3.send(new PutObjectCommand({ Bucket: "photos", Key: "2024/plain.txt", Body: "x", ACL: "private", StorageClass: "STANDARD" }));
+    for (const extra of [{ ACL: "public-read" }, { StorageClass: "GLACIER" }, { ServerSideEncryption: "AES256" }, { GrantRead: "id=someone" }, { WebsiteRedirectLocation: "/x" }] as const) {
+      assert.equal(await code(s3.send(new PutObjectCommand({ Bucket: "photos", Key: "2024/refused.txt", Body: "x", ...extra }))), "NotImplemented", JSON.stringify(extra));
+    }
+    assert.equal(await code(s3.send(new CreateMultipartUploadCommand({ Bucket: "photos", Key: "2024/refused.txt", ServerSideEncryption: "AES256" }))), "NotImplemented");
+    assert.equal(await code(s3.send(new HeadObjectCommand({ Bucket: "photos", Key: "2024/refused.txt" }))), "NotFound");
     const kept = await s3.send(new HeadObjectCommand({ Bucket: "photos", Key: "2024/headers.txt" }));
     assert.deepEqual([kept.CacheControl, kept.ContentDisposition, kept.ContentEncoding, kept.ContentLanguage, kept.ExpiresString], ["max-age=60", 'attachment; filename="h.txt"', "gzip", "fr", expires.toUTCString()]);
     // No object has tags (the AWS CLI reads them before copying one), and none can be set.

@@ -21,6 +21,22 @@ const PLAIN = new Set([
   "X-Amz-Content-Sha256", "x-amz-checksum-mode",
 ]);
 
+/**
+ * A write's option that this gateway would store nothing for: answered NotImplemented rather than taken and
+ * dropped. Every object is private to the keys of its bucket and stored alike, so a private ACL (rclone sends
+ * it with every write) and the STANDARD class are what is done anyway.
+ */
+function unhonoured(headers: Record<string, unknown>): string | undefined {
+  const value = (name: string) => (typeof headers[name] === "string" ? (headers[name] as string) : "");
+  const acl = value("x-amz-acl");
+  if (acl && acl !== "private" && acl !== "bucket-owner-full-control") return `x-amz-acl: ${acl}`;
+  const storageClass = value("x-amz-storage-class");
+  if (storageClass && storageClass !== "STANDARD") return `x-amz-storage-class: ${storageClass}`;
+  if (value("x-amz-bucket-object-lock-enabled").toLowerCase() === "true") return "x-amz-bucket-object-lock-enabled";
+  return Object.keys(headers).find((h) =>
+    h.startsWith("x-amz-grant-") || h.startsWith("x-amz-server-side-encryption") || h.startsWith("x-amz-object-lock-") || h === "x-amz-website-redirect-location");
+}
+
 function notImplemented(what: string): S3Error {
   return new S3Error("NotImplemented", `A header or query you provided implies functionality that is not implemented: ${what}`, 501);
 }
@@ -35,6 +51,8 @@ export function route(method: string, bucket: string | undefined, key: string | 
   // An object has no tags, and none can be set, so an empty set is the truth (the AWS CLI asks before copying one).
   if (has("tagging")) return method === "GET" && key !== undefined ? objectTagging : () => Promise.reject(notImplemented("?tagging"));
   if (typeof headers["x-amz-tagging"] === "string" && headers["x-amz-tagging"] !== "") return () => Promise.reject(notImplemented("x-amz-tagging"));
+  const dropped = method === "PUT" || method === "POST" ? unhonoured(headers) : undefined;
+  if (dropped) return () => Promise.reject(notImplemented(dropped));
   if (has("versionId")) return () => Promise.reject(notImplemented("versionId"));
   if (bucket === undefined) {
     if (method === "GET") return listBuckets;

@@ -19,21 +19,5 @@ if [ -n "${DFS_PG_BIN:-}" ]; then
   echo "ensure-postgres: DFS_PG_BIN=$DFS_PG_BIN does not hold postgres, initdb and pg_basebackup" >&2
   exit 1
 fi
-if [ "$(id -u)" != 0 ]; then
-  echo "ensure-postgres: PostgreSQL is not installed and installing it needs root: run 'sudo apt-get install -y postgresql' (or set DFS_PG_BIN to a folder holding postgres, initdb and pg_basebackup)" >&2
-  exit 1
-fi
-if ! command -v apt-get >/dev/null; then
-  echo "ensure-postgres: PostgreSQL is not installed and this system has no apt-get: install PostgreSQL's server programs and set DFS_PG_BIN to their folder" >&2
-  exit 1
-fi
-
-echo "ensure-postgres: installing PostgreSQL" >&2
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
 # The package's own cluster is never used: the tests and the bench make their own data folders.
-apt-get install -y -qq --no-install-recommends postgresql >/dev/null
-if ! have; then
-  echo "ensure-postgres: apt-get installed postgresql, yet no /usr/lib/postgresql/*/bin/postgres exists" >&2
-  exit 1
-fi
+exec bash "$(dirname "$0")/ensure-packages.sh" 'postgresql=/usr/lib/postgresql/*/bin/postgres'

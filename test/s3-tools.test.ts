@@ -16,7 +16,7 @@ const MiB = 1024 * 1024;
 
 function requireTools(): void {
   const missing = [RCLONE, AWS].filter((p) => !fs.existsSync(p));
-  if (missing.length > 0) throw new Error(`${missing.join(" and ")} not installed: run scripts/ensure-s3-tools.sh (as root) to install Debian's rclone and awscli`);
+  if (missing.length > 0) throw new Error(`${missing.join(" and ")} not installed: run 'bash scripts/ensure-packages.sh rclone=/usr/bin/rclone awscli=/usr/bin/aws' (as root) to install Debian's rclone and awscli`);
 }
 
 /** Runs a program to completion with exactly `env` (none of this process's), killed at the deadline. */

@@ -18,7 +18,7 @@ const texts = (page: Page, selector: string): Promise<string[]> => page.$$eval(s
 const text = async (page: Page, selector: string): Promise<string | null> => (await texts(page, selector))[0] ?? null;
 
 test("the status page shows the nodes, browses the namespace, and turns a killed node red", async (t) => {
-  assert.ok(fs.existsSync(CHROMIUM), `${CHROMIUM} is missing: the status page test drives Debian's chromium; run 'bash scripts/ensure-chromium.sh' (as root) to install it`);
+  assert.ok(fs.existsSync(CHROMIUM), `${CHROMIUM} is missing: the status page test drives Debian's chromium; run 'bash scripts/ensure-packages.sh chromium=/usr/bin/chromium' (as root) to install it`);
   const cluster = await startCluster(t, { deadAfter: DEAD_AFTER, directoryArgs: ["--http", "127.0.0.1:0", "--chunk-size", String(CHUNK)] });
   const base = await cluster.directory.http();
   const { directory } = await cluster.status();

@@ -33,7 +33,7 @@ export interface DirectoryInit {
 /** What the status page and the metrics read: the answers clients get, without a connection. */
 export interface DirectoryView {
   status(): Promise<StatusReply>;
-  list(prefix: string, limit: number, after?: string): Promise<ListEntry[]>;
+  list(prefix: string, limit: number): Promise<ListEntry[]>;
   lookup(path: string): Promise<FileInfo>;
   /** Since start: the activity of the back end, plus bytes of files committed and of files clients looked up to read. */
   activity(): DirectoryActivity & { writtenBytes: number; readBytes: number };
@@ -95,13 +95,13 @@ export async function createDirectory(
     },
     ...s,
   });
-  const traffic = { writtenBytes: 0, readBytes: 0 };
+  const volume = { writtenBytes: 0, readBytes: 0 };
   const commit = (b: CommitBody) => core.commit(b).then((reply) => {
-    for (const f of b.files) traffic.writtenBytes += f.size;
+    for (const f of b.files) volume.writtenBytes += f.size;
     return reply;
   });
   const lookup = (path: string, peer: Peer) => core.lookup(path).then((info) => {
-    if (peer.role === "client") traffic.readBytes += info.size;
+    if (peer.role === "client") volume.readBytes += info.size;
     return info;
   });
 
@@ -142,7 +142,7 @@ export async function createDirectory(
       status: async () => statusOf(await core.status()),
       list: (prefix, limit) => core.list(prefix, limit),
       lookup: (path) => core.lookup(path),
-      activity: () => ({ ...core.activity(), ...traffic }),
+      activity: () => ({ ...core.activity(), ...volume }),
     },
     close() {
       closing ??= (async () => {

@@ -1,9 +1,9 @@
 import type { DfsClient } from "../roles/client.js";
 import { LAST_CHAR } from "../roles/directory/rules.js";
 import { mayUse, smallBody, type Ctx, type Reply } from "./context.js";
-import { noSuchBucket, s3ErrorOf } from "./failures.js";
+import { noSuchBucket, S3Error, s3ErrorOf } from "./errors.js";
 import { BUCKET_MARKER, checkBucketName, validBucketName } from "./names.js";
-import { S3Error, xmlDocument } from "./xml.js";
+import { xmlDocument } from "./xml.js";
 
 /** Buckets seen to exist lately: an object write checks its bucket, and most writes go to a few buckets. */
 const known = new Map<string, number>();
@@ -12,7 +12,7 @@ const KNOWN_MS = 5000;
 export async function bucketExists(client: DfsClient, bucket: string): Promise<boolean> {
   const seen = known.get(bucket);
   if (seen !== undefined && Date.now() - seen < KNOWN_MS) return true;
-  const exists = (await client.listPage(`/${bucket}/`, { limit: 1 })).length > 0;
+  const exists = (await client.ls(`/${bucket}/`, { limit: 1 })).length > 0;
   if (exists) known.set(bucket, Date.now());
   else known.delete(bucket);
   return exists;
@@ -29,7 +29,7 @@ export async function listBuckets(ctx: Ctx): Promise<Reply> {
   const buckets: { Name: string; CreationDate: string }[] = [];
   let after = "";
   for (;;) {
-    const [first] = await ctx.client.listPage("/", { after, limit: 1 });
+    const [first] = await ctx.client.ls("/", { after, limit: 1 });
     if (!first) break;
     const rest = first.path.slice(1);
     const slash = rest.indexOf("/");
@@ -65,7 +65,7 @@ export async function headBucket(ctx: Ctx): Promise<Reply> {
 
 export async function deleteBucket(ctx: Ctx): Promise<Reply> {
   const bucket = ctx.bucket!;
-  const files = await ctx.client.listPage(`/${bucket}/`, { limit: 2 });
+  const files = await ctx.client.ls(`/${bucket}/`, { limit: 2 });
   if (files.length === 0) throw noSuchBucket(bucket);
   if (files.some((f) => f.path !== `/${bucket}/${BUCKET_MARKER}`)) {
     throw new S3Error("BucketNotEmpty", "The bucket you tried to delete is not empty", 409, { BucketName: bucket });

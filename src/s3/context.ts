@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { Readable } from "node:stream";
 import type { DfsClient } from "../roles/client.js";
-import { S3Error } from "./xml.js";
+import { S3Error } from "./errors.js";
 
 /** What an S3 key may touch. */
 export interface KeyScope {

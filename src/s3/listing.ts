@@ -4,7 +4,8 @@ import { requireBucket } from "./buckets.js";
 import type { Ctx, Reply } from "./context.js";
 import { etagOf } from "./etag.js";
 import { BUCKET_MARKER, keyOf } from "./names.js";
-import { S3Error, xmlDocument, type Element } from "./xml.js";
+import { xmlDocument, type Element } from "./xml.js";
+import { S3Error } from "./errors.js";
 
 interface Listed {
   contents: ListEntry[];
@@ -21,7 +22,7 @@ async function listKeys(ctx: Ctx, bucket: string, prefix: string, delimiter: str
   const prefixes: string[] = [];
   let count = 0;
   for (;;) {
-    const page = await ctx.client.listPage(base + prefix, { after, limit: Math.min(1000, maxKeys - count + 1), meta: true });
+    const page = await ctx.client.ls(base + prefix, { after, limit: Math.min(1000, maxKeys - count + 1), meta: true });
     let jumped = false;
     for (const e of page) {
       const key = keyOf(bucket, e.path);
@@ -46,7 +47,7 @@ async function listKeys(ctx: Ctx, bucket: string, prefix: string, delimiter: str
     if (!jumped && page.length < Math.min(1000, maxKeys - count + 1)) return { contents, prefixes, truncated: false, after };
     if (count === maxKeys) {
       // Full: truncated only if anything (but the marker) lies beyond.
-      const more = await ctx.client.listPage(base + prefix, { after, limit: 2 });
+      const more = await ctx.client.ls(base + prefix, { after, limit: 2 });
       return { contents, prefixes, truncated: more.some((e) => keyOf(bucket, e.path) !== BUCKET_MARKER), after };
     }
   }

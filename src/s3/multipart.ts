@@ -3,12 +3,12 @@ import { PassThrough } from "node:stream";
 import type { FileInfo } from "../protocol/directory.js";
 import { requireBucket } from "./buckets.js";
 import { mayUse, smallBody, type Ctx, type Reply } from "./context.js";
-import { s3ErrorOf } from "./failures.js";
+import { S3Error, s3ErrorOf } from "./errors.js";
 import { META_ETAG } from "./etag.js";
 import { copySource, drained, metaFromHeaders, stat } from "./objects.js";
 import { objectPath, UPLOADS_ROOT } from "./names.js";
 import { LAST_CHAR } from "../roles/directory/rules.js";
-import { parseXml, S3Error, xmlDocument } from "./xml.js";
+import { parseXml, xmlDocument } from "./xml.js";
 
 /**
  * Multipart uploads live in the namespace while they last: UPLOADS/ID/upload describes the upload, and
@@ -144,7 +144,7 @@ interface PartInfo {
 }
 
 async function partsOf(ctx: Ctx, id: string): Promise<PartInfo[]> {
-  const entries = await ctx.client.listPage(`${uploadDir(id)}/part-`, { limit: 10000, meta: true });
+  const entries = await ctx.client.ls(`${uploadDir(id)}/part-`, { limit: 10000, meta: true });
   return entries.map((e) => ({
     n: Number(e.path.slice(e.path.lastIndexOf("-") + 1)),
     etag: (e as { meta?: Record<string, string> }).meta?.[META_ETAG] ?? "",
@@ -206,7 +206,7 @@ export async function completeUpload(ctx: Ctx): Promise<Reply> {
 
 /** Removes an upload's parts, then its description (so an upload half removed is still listed and can be aborted again). */
 async function removeUpload(ctx: Ctx, id: string): Promise<void> {
-  for (const e of await ctx.client.listPage(`${uploadDir(id)}/part-`, { limit: 10000 })) await ctx.client.rm(e.path).catch(() => undefined);
+  for (const e of await ctx.client.ls(`${uploadDir(id)}/part-`, { limit: 10000 })) await ctx.client.rm(e.path).catch(() => undefined);
   await ctx.client.rm(`${uploadDir(id)}/upload`).catch((err) => Promise.reject(s3ErrorOf(err, () => noSuchUpload(id))));
 }
 
@@ -223,7 +223,7 @@ export async function listUploads(ctx: Ctx): Promise<Reply> {
   const uploads: { Key: string; UploadId: string; Initiated: string; StorageClass: string }[] = [];
   let after = "";
   for (;;) {
-    const [first] = await ctx.client.listPage(`${UPLOADS_ROOT}/`, { after, limit: 1 });
+    const [first] = await ctx.client.ls(`${UPLOADS_ROOT}/`, { after, limit: 1 });
     if (!first) break;
     const id = first.path.slice(UPLOADS_ROOT.length + 1).split("/")[0]!;
     after = `${UPLOADS_ROOT}/${id}/${LAST_CHAR}`;

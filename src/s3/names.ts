@@ -1,6 +1,6 @@
 import { normalizePath } from "../protocol/common.js";
 import { bucketNameProblem } from "../protocol/s3keys.js";
-import { S3Error } from "./xml.js";
+import { S3Error } from "./errors.js";
 
 /** Where the gateway keeps multipart uploads in progress: a top-level folder no bucket can be named. */
 export const UPLOADS_ROOT = "/.s3-uploads";

@@ -4,10 +4,10 @@ import { Transform, type Writable } from "node:stream";
 import type { FileInfo } from "../protocol/directory.js";
 import { requireBucket } from "./buckets.js";
 import { mayUse, smallBody, type Ctx, type Reply } from "./context.js";
-import { noSuchKey, s3ErrorOf } from "./failures.js";
+import { noSuchKey, S3Error, s3ErrorOf } from "./errors.js";
 import { etagOf, META_ETAG, META_TYPE, META_USER } from "./etag.js";
 import { objectPath } from "./names.js";
-import { parseXml, S3Error, xmlDocument } from "./xml.js";
+import { parseXml, xmlDocument } from "./xml.js";
 
 type Meta = Record<string, string>;
 type Versioned = FileInfo & { meta?: Meta };

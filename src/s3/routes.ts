@@ -3,7 +3,7 @@ import type { Ctx, Reply } from "./context.js";
 import { listObjectsV1, listObjectsV2 } from "./listing.js";
 import { abortUpload, completeUpload, createUpload, listParts, listUploads, uploadPart, uploadPartCopy } from "./multipart.js";
 import { copyObject, deleteObject, deleteObjects, getObject, objectTagging, putObject } from "./objects.js";
-import { S3Error } from "./xml.js";
+import { S3Error } from "./errors.js";
 
 type Op = (ctx: Ctx) => Promise<Reply>;
 

@@ -6,10 +6,10 @@ import type { Logger } from "../log.js";
 import type { DfsClient } from "../roles/client.js";
 import type { TlsMaterial } from "../transport/tls.js";
 import { mayUse, type Ctx, type KeyScope, type Reply } from "./context.js";
-import { s3ErrorOf } from "./failures.js";
+import { S3Error, s3ErrorOf } from "./errors.js";
 import { route } from "./routes.js";
-import { bodyVerifier, S3AuthError, verifySigV4, type SignedRequest } from "./sigv4.js";
-import { errorDocument, S3Error } from "./xml.js";
+import { bodyVerifier, verifySigV4, type SignedRequest } from "./sigv4.js";
+import { errorDocument } from "./xml.js";
 
 /** Access keys as the gateway needs them: a secret to check signatures, and the buckets the key may use. */
 export interface KeySource {
@@ -109,7 +109,7 @@ async function serve(init: S3ServerInit, req: IncomingMessage, res: ServerRespon
       init.log.debug("s3 client went away", { method: req.method, resource, requestId });
       return; // nobody is left to answer; what it sent is not committed
     }
-    const e = err instanceof S3AuthError ? new S3Error(err.code, err.message, err.status) : s3ErrorOf(err);
+    const e = s3ErrorOf(err);
     if (e.status >= 500) init.log.warn("s3 request failed", { method: req.method, resource, requestId, err });
     if (res.headersSent) {
       res.destroy(); // the body was under way: a cut connection is the only honest end

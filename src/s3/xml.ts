@@ -1,4 +1,5 @@
 import { XMLParser } from "fast-xml-parser";
+import { S3Error } from "./errors.js";
 
 /** An element: its name and either text or child elements (a child list may repeat names, as S3's lists do). */
 export type Node = string | number | boolean | null | undefined | Element[] | { [name: string]: Node };
@@ -67,14 +68,6 @@ export function parseXml(text: string): Record<string, unknown> {
   }
 }
 
-/** An S3 error: its code, message and HTTP status, sent as S3's XML error document. */
-export class S3Error extends Error {
-  constructor(readonly code: string, message: string, readonly status: number, readonly extra: Record<string, string> = {}) {
-    super(message);
-  }
-}
-
 export function errorDocument(err: S3Error, resource: string, requestId: string): string {
-  const extra = Object.fromEntries(Object.entries(err.extra).map(([k, v]) => [k, v]));
-  return `<?xml version="1.0" encoding="UTF-8"?>\n${render("Error", { Code: err.code, Message: err.message, ...extra, Resource: resource, RequestId: requestId })}`;
+  return `<?xml version="1.0" encoding="UTF-8"?>\n${render("Error", { Code: err.code, Message: err.message, ...err.extra, Resource: resource, RequestId: requestId })}`;
 }

@@ -159,24 +159,29 @@ export class Router {
 
   dispatch(type: string, body: unknown, peer: Peer): Promise<unknown> {
     const observer = this.observer;
-    if (!observer) return this.route(type, body, peer);
-    const started = performance.now();
-    // A peer may send any type name: only the ones some actor handles become label values.
-    const known = this.actors.some((a) => type.startsWith(a.init.prefix) && Object.hasOwn(a.init.handlers, type));
-    const done = (code: string) => observer(known ? type : "other", code, (performance.now() - started) / 1000);
-    return this.route(type, body, peer).then(
+    const started = observer ? performance.now() : 0;
+    let actor: Actor | undefined;
+    for (const a of this.actors) {
+      if (type.startsWith(a.init.prefix)) {
+        actor = a;
+        break;
+      }
+    }
+    const routed = actor ? actor.post(type, body, peer)
+      : Promise.reject(this.complete
+        ? new DfsError("BAD_REQUEST", `unknown message type ${JSON.stringify(type)}`)
+        : new DfsError("UNAVAILABLE", "node is starting; try again shortly"));
+    if (!observer) return routed;
+    // A peer may send any type name: only the ones an actor handles become label values.
+    const label = actor && Object.hasOwn(actor.init.handlers, type) ? type : "other";
+    const done = (code: string) => observer(label, code, (performance.now() - started) / 1000);
+    return routed.then(
       (reply) => (done("OK"), reply),
       (err: unknown) => {
         done(err instanceof DfsError ? err.code : "INTERNAL");
         throw err;
       },
     );
-  }
-
-  private route(type: string, body: unknown, peer: Peer): Promise<unknown> {
-    for (const a of this.actors) if (type.startsWith(a.init.prefix)) return a.post(type, body, peer);
-    if (!this.complete) return Promise.reject(new DfsError("UNAVAILABLE", "node is starting; try again shortly"));
-    return Promise.reject(new DfsError("BAD_REQUEST", `unknown message type ${JSON.stringify(type)}`));
   }
 
   peerClosed(peer: Peer): void {

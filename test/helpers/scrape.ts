@@ -46,6 +46,6 @@ export function metric(series: Map<string, number>, name: string, labels: Record
 /** Runs `promtool check metrics` on a scrape; a missing promtool fails with the way to install it. */
 export function promtoolCheck(text: string): { code: number; output: string } {
   const r = spawnSync("promtool", ["check", "metrics"], { input: text, encoding: "utf8" });
-  if (r.error) throw new Error(`promtool cannot run (${r.error.message}); install it with scripts/ensure-promtool.sh`);
+  if (r.error) throw new Error(`promtool cannot run (${r.error.message}); install it with scripts/ensure-packages.sh prometheus=/usr/bin/promtool`);
   return { code: r.status ?? -1, output: r.stdout + r.stderr };
 }

@@ -171,13 +171,11 @@ export class DfsClient {
     return this.dir<FileInfo>("dir.lookup", { path: normalizePath(remote) });
   }
 
-  /** Files under `prefix`; with `meta`, each one's metadata too. */
-  async ls(prefix = "/", opts: { meta?: boolean } = {}): Promise<ListEntry[]> {
-    return (await this.dir<{ entries: ListEntry[] }>("dir.list", { prefix, ...(opts.meta ? { meta: true } : {}) })).entries;
-  }
-
-  /** One page of the files under `prefix` in byte order: at most `limit`, from the first past `after`; `meta` adds each file's metadata. */
-  async listPage(prefix: string, opts: { after?: string; limit?: number; meta?: boolean } = {}): Promise<ListEntry[]> {
+  /**
+   * Files under `prefix` in byte order: at most `limit` (the directory's default when absent), from the first
+   * past `after` (the last path of the page before); `meta` adds each file's metadata.
+   */
+  async ls(prefix = "/", opts: { after?: string; limit?: number; meta?: boolean } = {}): Promise<ListEntry[]> {
     return (await this.dir<{ entries: ListEntry[] }>("dir.list", { prefix, ...opts })).entries;
   }
 
